@@ -1,0 +1,1 @@
+"""Collectors: turn each telemetry source into OTLP batches on Kafka."""

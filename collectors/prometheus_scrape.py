@@ -1,0 +1,110 @@
+"""Scrapes Prometheus exposition endpoints (dcgm-exporter, node-exporter) into OTLP batches."""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client.parser import text_string_to_metric_families
+from vigil.collectors.base import PollingCollector
+
+from vigil.bus import Bus, Topic
+from vigil.otlp import MetricBatch, MetricSample, encode_metrics
+
+log = logging.getLogger(__name__)
+
+# Exposition sample suffixes that belong to histograms and summaries, which this collector skips.
+_COUNTER_TYPES = {"counter"}
+_KEPT_TYPES = {"gauge", "counter", "untyped", "unknown"}
+_SAMPLE_NAME = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeTarget:
+    url: str
+    node: str  # the host the endpoint describes; becomes host.name and the Kafka key
+
+
+def parse_exposition(text: str, now: float) -> list[MetricSample]:
+    """Gauges and counters of a Prometheus text exposition as samples stamped `now`."""
+    samples: list[MetricSample] = []
+    written = set(_SAMPLE_NAME.findall(text))
+    for family in text_string_to_metric_families(text):
+        if family.type not in _KEPT_TYPES:
+            continue
+        kind: Literal["gauge", "counter"] = (
+            "counter" if family.type in _COUNTER_TYPES else "gauge"
+        )
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            samples.append(MetricSample(
+                name=_as_written(s.name, written), value=float(s.value), labels=s.labels,
+                timestamp=float(s.timestamp) if s.timestamp is not None else now, kind=kind,
+            ))
+    return samples
+
+
+def _as_written(name: str, written: set[str]) -> str:
+    """The sample name as the exporter wrote it.
+
+    prometheus_client's parser appends `_total` to every counter sample, so dcgm-exporter's
+    `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL` would become `..._TOTAL_total`; Prometheus itself keeps
+    names as written, and so do we.
+    """
+    if name not in written and name.endswith("_total") and name[:-6] in written:
+        return name[:-6]
+    return name
+
+
+class PrometheusScrapeCollector(PollingCollector):
+    """Every interval, fetch each target's /metrics and publish one OTLP batch per target."""
+
+    def __init__(
+        self, bus: Bus, targets: list[ScrapeTarget], interval_s: float, timeout_s: float = 5.0,
+        name: str = "prometheus_scrape",
+    ) -> None:
+        super().__init__(name, interval_s)
+        self.bus = bus
+        self.targets = targets
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=min(8, max(1, len(targets))),
+                                        thread_name_prefix=name)
+
+    def collect(self, now: float) -> None:
+        for target, result in zip(self.targets, self._pool.map(self._fetch, self.targets),
+                                  strict=True):
+            if result is None:
+                continue
+            try:
+                samples = parse_exposition(result, now)
+            except ValueError as exc:
+                log.warning("unparseable exposition", extra={"url": target.url, "error": exc})
+                self.counters.add_errored()
+                continue
+            batch = MetricBatch(
+                resource={"host.name": target.node, "vigil.entity": f"node:{target.node}",
+                          "service.name": "dcgm-exporter", "url.full": target.url},
+                samples=samples,
+            )
+            self.bus.publish(Topic.METRICS, encode_metrics([batch]), key=target.node)
+            self.counters.add_received(len(samples))
+            self.counters.add_sent(len(samples))
+
+    def _fetch(self, target: ScrapeTarget) -> str | None:
+        try:
+            with urllib.request.urlopen(target.url, timeout=self.timeout_s) as response:
+                return str(response.read().decode("utf-8", errors="replace"))
+        except (urllib.error.URLError, OSError) as exc:
+            log.warning("scrape failed", extra={"url": target.url, "error": exc})
+            self.counters.add_errored()
+            return None
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._pool.shutdown(wait=False, cancel_futures=True)

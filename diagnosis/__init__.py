@@ -1,0 +1,1 @@
+"""Fault-mode library, detectors, correlation, root-cause ranking and recovery playbooks."""

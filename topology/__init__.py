@@ -1,0 +1,1 @@
+"""The unified data model of the cluster: entities and relations on a networkx graph."""

@@ -1,0 +1,1 @@
+"""What people use: the `vigil` command, the Streamlit console, the HTTP API and webhooks."""

@@ -1,0 +1,247 @@
+"""`vigil up`: starts every part of Vigil on one machine, in order, and stops them in reverse."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from vigil.collectors.log_file import LogFileCollector, TailedFile
+from vigil.collectors.prometheus_scrape import PrometheusScrapeCollector, ScrapeTarget
+from vigil.diagnosis.correlate import Correlator
+from vigil.diagnosis.detect import DetectStage
+from vigil.diagnosis.incidents import IncidentStage
+from vigil.diagnosis.library import load_library
+from vigil.diagnosis.registry import build_detectors
+from vigil.sim.cluster import SimCluster
+from vigil.sim.server import SimServer
+from vigil.ui.runstate import RunState, clear_state
+
+from vigil import telemetry
+from vigil.broker import EmbeddedBroker, free_port
+from vigil.bus import Bus
+from vigil.settings import Settings
+from vigil.stage import ConsumerStage
+from vigil.store import Store
+
+log = logging.getLogger(__name__)
+
+CONSOLE_APP = Path(__file__).with_name("console.py")
+
+
+class Component(Protocol):
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One start-up step as shown to the user: what it was and how long it took."""
+
+    name: str
+    detail: str
+    seconds: float
+
+
+class ConsoleProcess:
+    """The Streamlit console as a child process."""
+
+    def __init__(self, settings: Settings, log_file: Path) -> None:
+        self.host = settings.console.host
+        self.port = settings.console.port or free_port(self.host)
+        self.settings = settings
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        env = dict(os.environ, VIGIL_DB_URL=self.settings.database_url,
+                   VIGIL_DATA_DIR=str(self.settings.data_dir.resolve()))
+        with self.log_file.open("ab") as out:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(CONSOLE_APP),
+                 "--server.headless", "true", "--server.address", self.host,
+                 "--server.port", str(self.port), "--browser.gatherUsageStats", "false",
+                 "--server.fileWatcherType", "none"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
+        _wait_http(f"{self.url}/_stcore/health", timeout_s=60, process=self._process,
+                   what=f"console (see {self.log_file})")
+
+    def shutdown(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+class Runtime:
+    """Everything `vigil up` runs. `start()` reports each step through `on_step`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.broker: EmbeddedBroker | None = None
+        self.bus: Bus | None = None
+        self.store: Store | None = None
+        self.sim: SimServer | None = None
+        self.console: ConsoleProcess | None = None
+        self.metrics_url: str | None = None
+        self.stages: list[ConsumerStage] = []
+        self._started: list[Component] = []
+        self.started_at = time.time()
+
+    def start(self, on_step: Callable[[Step], None] = lambda step: None) -> RunState:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+        def step(name: str, action: Callable[[], str]) -> None:
+            t0 = time.monotonic()
+            detail = action()
+            on_step(Step(name, detail, time.monotonic() - t0))
+
+        step("telemetry", self._start_telemetry)
+        step("kafka", self._start_kafka)
+        step("store", self._open_store)
+        step("simulated cluster", self._start_sim)
+        step("pipeline", self._start_pipeline)
+        step("collectors", self._start_collectors)
+        if s.console.enabled:
+            step("console", self._start_console)
+        state = self._state(ready_at=time.time())
+        state.write(self.data_dir)
+        return state
+
+    def shutdown(self) -> None:
+        """Stop everything started, newest first; safe after a partial start."""
+        for component in reversed(self._started):
+            try:
+                component.shutdown()
+            except Exception:
+                log.exception("shutdown failed", extra={"component": type(component).__name__})
+        self._started.clear()
+        if self.bus is not None:
+            self.bus.close()
+        if self.store is not None:
+            self.store.close()
+        if self.broker is not None:
+            self.broker.shutdown()
+        telemetry.shutdown()
+        clear_state(self.data_dir)
+
+    # --- steps ---------------------------------------------------------------------------
+    def _start_telemetry(self) -> str:
+        t = self.settings.telemetry
+        if not t.enabled:
+            return "off"
+        port = telemetry.start(t.host, t.port)
+        self.metrics_url = f"http://{t.host}:{port}/metrics"
+        return self.metrics_url
+
+    def _start_kafka(self) -> str:
+        bootstrap = self.settings.kafka.bootstrap
+        if bootstrap is None:
+            self.broker = EmbeddedBroker(self.data_dir / "tansu.log")
+            self.broker.start()
+            bootstrap = self.broker.bootstrap
+        self.bus = Bus(bootstrap, self.settings.kafka)
+        self.bus.ensure_topics()
+        kind = "embedded Tansu" if self.broker else "external"
+        return f"{kind} broker at {bootstrap}"
+
+    def _open_store(self) -> str:
+        self.store = Store.open(self.settings.database_url)
+        return _redact(self.settings.database_url)
+
+    def _start_sim(self) -> str:
+        s = self.settings.sim
+        cluster = SimCluster(load_library(), self.data_dir / "sim", nodes=s.nodes,
+                             gpus_per_node=s.gpus_per_node, seed=s.seed, now=time.time())
+        self.sim = SimServer(cluster, s.host, s.port, s.interval_s)
+        self._launch(self.sim)
+        return f"{s.nodes} nodes x {s.gpus_per_node} GPUs at {self.sim.url}"
+
+    def _start_pipeline(self) -> str:
+        assert self.bus is not None and self.store is not None
+        library = load_library()
+        detectors = build_detectors(self.settings.detect.detectors, library)
+        correlator = Correlator(library, self.settings.correlate.window_s)
+        self.stages = [
+            DetectStage(self.bus, detectors),
+            IncidentStage(self.bus, self.store, correlator),
+        ]
+        for stage in self.stages:
+            self._launch(stage)
+        deadline = time.monotonic() + 60
+        for stage in self.stages:
+            if not stage.ready.wait(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"stage {stage.name} did not join its consumer group in 60 s")
+        return f"{len(detectors)} detector(s): {', '.join(d.name for d in detectors)}; incidents"
+
+    def _start_collectors(self) -> str:
+        assert self.bus is not None and self.sim is not None
+        c, nodes = self.settings.collectors, self.sim.cluster.nodes.values()
+        scrape = PrometheusScrapeCollector(
+            self.bus, [ScrapeTarget(f"{self.sim.url}/nodes/{n.name}/metrics", n.name)
+                       for n in nodes], c.scrape_interval_s)
+        logs = LogFileCollector(
+            self.bus, [TailedFile(n.kernel_log, n.name, "kernel") for n in nodes],
+            c.log_poll_interval_s, c.max_lines_per_message)
+        self._launch(scrape)
+        self._launch(logs)
+        return f"scraping {len(scrape.targets)} endpoints, tailing {len(nodes)} kernel logs"
+
+    def _start_console(self) -> str:
+        self.console = ConsoleProcess(self.settings, self.data_dir / "console.log")
+        self._launch(self.console)
+        return self.console.url
+
+    def _launch(self, component: Component) -> None:
+        self._started.append(component)  # before start(): a failed start is still shut down
+        component.start()
+
+    def _state(self, ready_at: float | None) -> RunState:
+        assert self.bus is not None
+        return RunState(
+            pid=os.getpid(), bootstrap=self.bus.bootstrap, embedded_broker=self.broker is not None,
+            db_url=self.settings.database_url, sim_url=self.sim.url if self.sim else None,
+            console_url=self.console.url if self.console else None,
+            metrics_url=self.metrics_url, started_at=self.started_at, ready_at=ready_at,
+            components=[type(c).__name__ for c in self._started],
+        )
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for display."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.split(':')[0]}:***@{tail}"
+
+
+def _wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer at {url} within {timeout_s:.0f} s")

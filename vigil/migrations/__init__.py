@@ -1,0 +1,1 @@
+"""Alembic migrations for the Vigil state store (run by vigil.store.Store.open)."""
