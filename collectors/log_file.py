@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from vigil.collectors.base import PollingCollector
 
@@ -39,36 +40,55 @@ def line_time(line: str, fallback: float) -> float:
 
 
 class _Cursor:
-    """Where we are in one file; notices rotation (new inode) and truncation (size shrank)."""
+    """One followed file, held open like `tail -F`.
+
+    Holding the file open means a rotation (rename, then a new file at the path) loses
+    nothing: the rest of the old file is read through the open handle before switching.
+    A file that shrank was truncated and is read again from its start.
+    """
 
     def __init__(self, tailed: TailedFile, from_start: bool) -> None:
         self.tailed = tailed
-        self.inode: int | None = None
-        self.offset = 0
-        self.partial = b""
         self.from_start = from_start
+        self._file: BinaryIO | None = None
+        self._inode: int | None = None
+        self._partial = b""
 
     def read_new(self, max_bytes: int = 8 * 1024 * 1024) -> list[str]:
+        data = b""
         try:
             stat = os.stat(self.tailed.path)
         except FileNotFoundError:
-            # Not there before us: when it appears, all of it is new and is read from the start.
-            self.from_start = True
-            return []
-        if self.inode != stat.st_ino or stat.st_size < self.offset:
-            first_open = self.inode is None
-            self.inode, self.partial = stat.st_ino, b""
-            # Start at the end of a file that was there before us; read rotated files whole.
-            self.offset = stat.st_size if first_open and not self.from_start else 0
-        if stat.st_size == self.offset:
-            return []
-        with open(self.tailed.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(max_bytes)
-        self.offset += len(chunk)
-        data = self.partial + chunk
-        *complete, self.partial = data.split(b"\n")
+            stat = None
+        if self._file is not None and (stat is None or stat.st_ino != self._inode):
+            data += self._file.read(max_bytes)  # the rest of the rotated-away file
+            self._close()
+        if stat is None:
+            self.from_start = True  # when it appears, all of it is new
+            return self._lines(data)
+        if self._file is None:
+            self._file = open(self.tailed.path, "rb")  # noqa: SIM115 - held across polls
+            self._inode = os.fstat(self._file.fileno()).st_ino
+            if not self.from_start:
+                self._file.seek(0, os.SEEK_END)  # it was there before us: only new lines
+            self.from_start = True  # any later file at this path is new from its first byte
+        elif stat.st_size < self._file.tell():
+            self._file.seek(0)
+            self._partial = b""
+        data += self._file.read(max_bytes)
+        return self._lines(data)
+
+    def _lines(self, chunk: bytes) -> list[str]:
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
         return [c.decode("utf-8", errors="replace") for c in complete if c]
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file, self._inode = None, None
+
+    def close(self) -> None:
+        self._close()
 
 
 class LogFileCollector(PollingCollector):
@@ -100,3 +120,8 @@ class LogFileCollector(PollingCollector):
                 self.bus.publish(Topic.LOGS, encode_logs([batch]), key=tailed.node)
             self.counters.add_received(len(records))
             self.counters.add_sent(len(records))
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        for cursor in self._cursors:
+            cursor.close()

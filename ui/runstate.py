@@ -19,6 +19,7 @@ class RunState:
     metrics_url: str | None
     started_at: float
     ready_at: float | None = None
+    child_pids: list[int] = field(default_factory=list)  # broker, console: gone after a stop
     components: list[str] = field(default_factory=list)
 
     def write(self, data_dir: Path) -> None:

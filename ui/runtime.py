@@ -65,6 +65,10 @@ class ConsoleProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def start(self) -> None:
         env = dict(os.environ, VIGIL_DB_URL=self.settings.database_url,
                    VIGIL_DATA_DIR=str(self.settings.data_dir.resolve()))
@@ -222,6 +226,8 @@ class Runtime:
             console_url=self.console.url if self.console else None,
             metrics_url=self.metrics_url, started_at=self.started_at, ready_at=ready_at,
             components=[type(c).__name__ for c in self._started],
+            child_pids=[pid for pid in (self.broker and self.broker.pid,
+                                        self.console and self.console.pid) if pid],
         )
 
 

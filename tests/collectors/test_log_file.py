@@ -164,6 +164,21 @@ def test_rotation_by_rename_follows_the_new_file(
     assert _bodies(bus) == ["before rotation", after, "and more"]
 
 
+def test_lines_written_just_before_rotation_are_not_lost(
+    log: Path, make_collector: MakeCollector, bus: RecordingBus
+) -> None:
+    log.write_text("")
+    collector = make_collector()
+    collector.collect(NOW)
+
+    _append(log, "last words of the old file\n")  # no poll between this write and the rename
+    log.rename(log.with_name("kern.log.1"))
+    log.write_text("first of the new file\n")
+    collector.collect(NOW + 1)
+
+    assert _bodies(bus) == ["last words of the old file", "first of the new file"]
+
+
 def test_rotation_by_atomic_replace_is_read_whole(
     log: Path, make_collector: MakeCollector, bus: RecordingBus
 ) -> None:

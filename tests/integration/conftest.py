@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from running import VIGIL, RunningVigil
@@ -45,3 +46,6 @@ def vigil_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVigil]
     assert process.returncode == 0, output
     assert "Stopped." in output
     assert read_state(data_dir) is None, "run state must be cleared on a clean stop"
+    assert state.child_pids, "the embedded broker and console run as child processes"
+    for pid in state.child_pids:
+        assert not Path(f"/proc/{pid}").exists(), f"child process {pid} outlived vigil up"
