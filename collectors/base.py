@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Protocol
 
-from vigil import telemetry
+from vigil.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +26,23 @@ class Collector(Protocol):
     def shutdown(self) -> None: ...
 
 
-class PollingCollector(ABC):
+class PollingCollector(Worker):
     """Calls `collect()` every `interval_s` in a background thread; errors are logged, counted."""
 
     def __init__(self, name: str, interval_s: float) -> None:
-        self.name = name
+        super().__init__(name)
         self.interval_s = interval_s
-        self.counters = telemetry.component_counters(name)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @abstractmethod
     def collect(self, now: float) -> None:
         """Read the source once and publish what was new."""
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             started = time.monotonic()
             try:
                 self.collect(time.time())
             except Exception:  # a bad scrape must not end collection
                 log.exception("collection failed", extra={"collector": self.name})
                 self.counters.add_errored()
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+            self.stopping.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
