@@ -161,18 +161,18 @@ def incidents(
         out.print("No incidents.")
         return
     table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("id", no_wrap=True)
-    table.add_column("opened (UTC)", no_wrap=True)
     table.add_column("severity")
     table.add_column("fault", no_wrap=True)
     table.add_column("root entity", no_wrap=True)
+    table.add_column("opened (UTC)", no_wrap=True)
     table.add_column("alerts", justify="right")
+    table.add_column("id", no_wrap=True)
     colour = {"critical": "red", "warning": "yellow", "info": "blue"}
     for r in rows:
         sev = str(r["severity"])
-        table.add_row(str(r["id"]), str(r["opened_at"])[5:19].replace("T", " "),
-                      f"[{colour.get(sev, 'white')}]{sev}[/]", str(r["root_fault_id"]),
-                      str(r["root_entity"]), str(r["alerts"]))
+        table.add_row(f"[{colour.get(sev, 'white')}]{sev}[/]", str(r["root_fault_id"]),
+                      str(r["root_entity"]), str(r["opened_at"])[5:19].replace("T", " "),
+                      str(r["alerts"]), str(r["id"]))
     out.print(table)
 
 

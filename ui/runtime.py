@@ -27,6 +27,7 @@ from vigil.ui.runstate import RunState, clear_state
 from vigil import telemetry
 from vigil.broker import EmbeddedBroker, free_port
 from vigil.bus import Bus
+from vigil.children import die_with_parent
 from vigil.settings import Settings
 from vigil.stage import ConsumerStage
 from vigil.store import Store
@@ -79,7 +80,7 @@ class ConsoleProcess:
                  "--server.port", str(self.port), "--browser.gatherUsageStats", "false",
                  "--server.fileWatcherType", "none"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         _wait_http(f"{self.url}/_stcore/health", timeout_s=60, process=self._process,
                    what=f"console (see {self.log_file})")

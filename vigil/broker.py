@@ -10,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
+from vigil.children import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +65,7 @@ class EmbeddedBroker:
                  "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches Vigil, which stops the broker last
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
