@@ -28,6 +28,7 @@ _SAMPLE_NAME = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", re.M)
 class ScrapeTarget:
     url: str
     node: str  # the host the endpoint describes; becomes host.name and the Kafka key
+    service: str = "dcgm-exporter"  # the exporter, as OTel's service.name
 
 
 def parse_exposition(text: str, now: float) -> list[MetricSample]:
@@ -73,6 +74,7 @@ class PrometheusScrapeCollector(PollingCollector):
         self.bus = bus
         self.targets = targets
         self.timeout_s = timeout_s
+        self._failing: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=min(8, max(1, len(targets))),
                                         thread_name_prefix=name)
 
@@ -89,7 +91,7 @@ class PrometheusScrapeCollector(PollingCollector):
                 continue
             batch = MetricBatch(
                 resource={"host.name": target.node, "vigil.entity": f"node:{target.node}",
-                          "service.name": "dcgm-exporter", "url.full": target.url},
+                          "service.name": target.service, "url.full": target.url},
                 samples=samples,
             )
             self.bus.publish(Topic.METRICS, encode_metrics([batch]), key=target.node)
@@ -99,11 +101,17 @@ class PrometheusScrapeCollector(PollingCollector):
     def _fetch(self, target: ScrapeTarget) -> str | None:
         try:
             with urllib.request.urlopen(target.url, timeout=self.timeout_s) as response:
-                return str(response.read().decode("utf-8", errors="replace"))
+                text = str(response.read().decode("utf-8", errors="replace"))
         except (urllib.error.URLError, OSError) as exc:
-            log.warning("scrape failed", extra={"url": target.url, "error": exc})
+            if target.url not in self._failing:  # say it once, not every interval
+                log.warning("scrape failed", extra={"url": target.url, "error": exc})
+                self._failing.add(target.url)
             self.counters.add_errored()
             return None
+        if target.url in self._failing:
+            self._failing.discard(target.url)
+            log.info("scrape recovered", extra={"url": target.url})
+        return text
 
     def shutdown(self) -> None:
         super().shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from importlib import resources
@@ -10,13 +11,28 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vigil.records import Severity
 
 Layer = Literal[
     "compute", "memory", "interconnect", "network", "storage", "host", "scheduler", "job"
 ]
+Condition = Literal["above", "below", "increase", "absent", "peer_outlier"]
+
+# The placeholders an example log line may use; whoever replays an example (the simulator,
+# the tests) fills in every one of them.
+EXAMPLE_FIELDS = frozenset({
+    "pci", "pid", "node", "nic_pci", "ibdev", "port", "netdev", "storage", "job", "rank", "gpu",
+    "iteration", "mount",
+})
 
 
 class _Model(BaseModel):
@@ -43,8 +59,36 @@ class LogSignal(_Model):
         return re.compile(self.pattern)
 
 
+class MetricSignal(_Model):
+    """A metric, as its exporter names it, whose behaviour shows the fault.
+
+    above / below: the value stays beyond `threshold` for `for_s`.
+    increase: a counter rises by more than `threshold` within `for_s`.
+    absent: no finite sample (missing, NaN or Inf) for `for_s`.
+    peer_outlier: the entity's value stands out from its peers' (the other GPUs of its node,
+    the other ranks of its job) for `for_s`; `threshold`, if given, is the ratio to the peers'
+    median that counts.
+    """
+
+    metric: str = Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+                        description="exporter name as written, e.g. DCGM_FI_DEV_GPU_TEMP")
+    condition: Condition
+    threshold: float | None = None
+    for_s: float = Field(0, ge=0, description="how long the condition must hold, in seconds")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _threshold_fits_condition(self) -> MetricSignal:
+        if self.condition in ("above", "below", "increase") and self.threshold is None:
+            raise ValueError(f"condition {self.condition!r} needs a threshold")
+        if self.condition == "absent" and self.threshold is not None:
+            raise ValueError("condition 'absent' takes no threshold")
+        return self
+
+
 class Signals(_Model):
     logs: list[LogSignal] = []
+    metrics: list[MetricSignal] = []
 
 
 class FaultMode(_Model):
@@ -60,9 +104,32 @@ class FaultMode(_Model):
     likely_causes: list[str] = []
     playbook: str
     example: str | None = Field(
-        None, description="a log line showing the fault; {pci}, {pid}, {node} are filled in"
+        None, description="a log line showing the fault; placeholders from EXAMPLE_FIELDS, "
+        "e.g. {pci}, {pid}, {node}, are filled in"
     )
     references: list[str] = []
+
+    @field_validator("example")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid example template: {exc}") from None
+        unknown = sorted(names - EXAMPLE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown placeholders {unknown}; use {sorted(EXAMPLE_FIELDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _signals_and_example(self) -> FaultMode:
+        if not self.signals.logs and not self.signals.metrics:
+            raise ValueError("a fault mode needs at least one signal (a log line or a metric)")
+        if self.signals.logs and self.example is None:
+            raise ValueError("a fault mode with a log signal needs an example log line")
+        return self
 
 
 class _File(_Model):

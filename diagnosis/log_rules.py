@@ -43,7 +43,7 @@ class LogRuleDetector:
         return []
 
     def observe_logs(self, batch: LogBatch, now: float) -> list[Alert]:
-        node = batch.resource.get("host.name", "")
+        host = batch.resource.get("host.name", "")
         alerts: list[Alert] = []
         for line in batch.lines:
             for literal, rules in self._rules.items():
@@ -55,6 +55,10 @@ class LogRuleDetector:
                         continue
                     evidence = {k: v for k, v in match.groupdict().items() if v is not None}
                     evidence["log"] = line.body[:500]
+                    # A scheduler's log speaks about other hosts: the subject is the one named.
+                    node = evidence.get("node", host) if mode.layer == "scheduler" else host
+                    if node != host:
+                        evidence["reported_by"] = host
                     alerts.append(Alert(
                         fault_id=mode.id, entity=self._entity(node, mode, evidence), node=node,
                         severity=mode.severity, summary=f"{mode.title} on {node}",

@@ -1,37 +1,29 @@
-"""The simulated cluster: GPU nodes with DCGM-style telemetry, kernel logs, injectable faults."""
+"""The simulated cluster: topology, telemetry, logs and faults, advanced one step at a time."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from vigil.diagnosis.library import FaultLibrary, FaultMode
+from vigil.sim.effects import CONTROLLER, Context, Timing, effect_for, target_kind
+from vigil.sim.logs import KERNEL, SCHEDULER, TRAINING, LogWriter
+from vigil.sim.telemetry import Telemetry
+from vigil.sim.topology import GPU_PCI, ClusterSpec, SimTopology, build_topology
+from vigil.sim.truth import TruthFault
 
-# PCI bus ids of the eight GPUs in an HGX H100 baseboard, as dcgm-exporter labels them.
-HGX_PCI_BUS_IDS = (
-    "00000000:18:00.0", "00000000:2A:00.0", "00000000:3A:00.0", "00000000:5D:00.0",
-    "00000000:9A:00.0", "00000000:AB:00.0", "00000000:BA:00.0", "00000000:DB:00.0",
-    "00000000:1B:00.0", "00000000:2C:00.0", "00000000:3C:00.0", "00000000:5F:00.0",
-    "00000000:9C:00.0", "00000000:AD:00.0", "00000000:BC:00.0", "00000000:DD:00.0",
-)
-MODEL_NAME = "NVIDIA H100 80GB HBM3"
-
-# (metric, type, help) in the order dcgm-exporter's default counters list them.
-GPU_METRICS = (
-    ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz)."),
-    ("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock frequency (in MHz)."),
-    ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C)."),
-    ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C)."),
-    ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
-    ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "counter", "Total number of PCIe retries."),
-    ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %)."),
-    ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB)."),
-    ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "counter", "Total number of single-bit volatile ECC errors."),
-    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "counter", "Total number of double-bit volatile ECC errors."),
-    ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered."),
+# Harmless lines real hosts log; they must never become alerts.
+KERNEL_NOISE = (
+    "perf: interrupt took too long (2503 > 2500), lowering "
+    "kernel.perf_event_max_sample_rate to 79750",
+    "mlx5_core 0000:1a:00.0: mlx5_fw_tracer_handle_traces:741: FWTracer: Events were lost",
+    "nvidia-nvswitch3: SXid (PCI:0000:07:00.0): 00000, NVLink link 14 training to ACTIVE",
+    "EXT4-fs (nvme0n1p1): re-mounted. Quota mode: none.",
+    "audit: type=1400 audit(0.0:42): apparmor=\"STATUS\" operation=\"profile_replace\"",
 )
 
 
@@ -45,159 +37,188 @@ class Injection:
     target: str
     injected_at: float
     log_line: str
+    truth: TruthFault | None = None
 
 
-@dataclass
-class SimNode:
-    """One host: its GPUs' telemetry as arrays (one entry per GPU) and its log files."""
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """Where one host's logs are, for collectors and tests."""
 
     name: str
     gpus: int
-    log_dir: Path
-    rng: np.random.Generator
-    uuids: list[str] = field(default_factory=list)
-    values: dict[str, np.ndarray] = field(default_factory=dict)
-    lost: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-
-    @property
-    def kernel_log(self) -> Path:
-        return self.log_dir / self.name / "kern.log"
+    kernel_log: Path
+    training_log: Path
 
     def pci_bus_id(self, gpu: int) -> str:
-        return HGX_PCI_BUS_IDS[gpu]
+        return GPU_PCI[gpu]
+
+
+@dataclass(order=True)
+class _Pending:
+    when: float
+    seq: int
+    action: Callable[[float], None] = field(compare=False)
+
+
+@dataclass
+class _Active:
+    mode: FaultMode
+    target: str
+    truth: TruthFault
+    consequences: frozenset[int] = frozenset()  # seqs of the _Pending items its start scheduled
 
 
 class SimCluster:
-    """A small GPU cluster; `step()` advances telemetry, `inject()` breaks something."""
+    """A GPU training cluster; `step()` advances it, `inject()` breaks something."""
 
     def __init__(
         self, library: FaultLibrary, log_dir: Path, nodes: int = 4, gpus_per_node: int = 8,
-        seed: int = 7, now: float = 0.0,
+        seed: int = 7, now: float = 0.0, spec: ClusterSpec | None = None,
+        timing: Timing | None = None, log_interval_s: float = 10.0,
     ) -> None:
         self.library = library
+        self.spec = spec or ClusterSpec(racks=1, nodes_per_rack=nodes,
+                                        gpus_per_node=gpus_per_node, seed=seed)
+        self.topo: SimTopology = build_topology(self.spec)
+        self.tel = Telemetry(self.topo, self.spec.seed, now)
         self.log_dir = log_dir
-        self._lock = threading.Lock()
-        self._rng = np.random.default_rng(seed)
-        self._pid = 4000
-        self.nodes: dict[str, SimNode] = {}
-        for i in range(nodes):
-            name = f"gpu-a-{i + 1:03d}"
-            node = SimNode(name=name, gpus=gpus_per_node, log_dir=log_dir,
-                           rng=np.random.default_rng(seed * 1000 + i))
-            node.uuids = [_uuid(self._rng) for _ in range(gpus_per_node)]
-            node.lost = np.zeros(gpus_per_node, dtype=bool)
-            node.values = {m: np.zeros(gpus_per_node) for m, _, _ in GPU_METRICS}
-            node.kernel_log.parent.mkdir(parents=True, exist_ok=True)
-            node.kernel_log.touch()
-            self.nodes[name] = node
-        self.step(now)
+        self.logs = LogWriter(log_dir)
+        self.log_interval_s = log_interval_s
+        self._lock = threading.RLock()
+        self._pending: list[_Pending] = []
+        self._seq = itertools.count()
+        self._active: list[_Active] = []
+        self._last_log = now
+        self.ctx = Context(self.topo, self.tel, self.logs, self, timing or Timing(),
+                           itertools.count(4001))
+        self.nodes = {
+            n: NodeView(n, self.spec.gpus_per_node, self.logs.touch(n, KERNEL),
+                        self.logs.touch(n, TRAINING))
+            for n in self.topo.nodes
+        }
+        self.scheduler_log = self.logs.touch(CONTROLLER, SCHEDULER)
 
     # --- what exists -------------------------------------------------------------------
     def entities(self) -> list[str]:
-        out: list[str] = []
-        for node in self.nodes.values():
-            out.append(f"node:{node.name}")
-            out += [f"gpu:{node.name}/{g}" for g in range(node.gpus)]
-        return out
+        return self.topo.entities()
 
     def injectable(self) -> list[FaultMode]:
-        """Fault modes this simulation can express: those whose library entry shows a log line."""
-        return [m for m in self.library if m.example is not None]
+        """Fault modes this simulation can play."""
+        return [m for m in self.library if effect_for(m) is not None]
 
-    # --- time --------------------------------------------------------------------------
+    def log_files(self) -> list[tuple[Path, str, str]]:
+        """(path, host, source) of every log the cluster writes."""
+        out = [(v.kernel_log, n, KERNEL) for n, v in self.nodes.items()]
+        out += [(v.training_log, n, TRAINING) for n, v in self.nodes.items()]
+        out.append((self.scheduler_log, CONTROLLER, SCHEDULER))
+        return out
+
+    def at(self, when: float, action: Callable[[float], None]) -> None:
+        heapq.heappush(self._pending, _Pending(when, next(self._seq), action))
+
+    # --- time ----------------------------------------------------------------------------
     def step(self, now: float) -> None:
-        """Advance every node's telemetry to `now`: noisy, busy GPUs in a training job."""
         with self._lock:
-            for node in self.nodes.values():
-                v, rng, n = node.values, node.rng, node.gpus
-                util = np.clip(rng.normal(92, 4, n), 0, 100)
-                v["DCGM_FI_DEV_GPU_UTIL"] = np.round(util)
-                v["DCGM_FI_DEV_GPU_TEMP"] = np.round(48 + 0.25 * util + rng.normal(0, 1.5, n))
-                v["DCGM_FI_DEV_MEMORY_TEMP"] = np.round(v["DCGM_FI_DEV_GPU_TEMP"] + 8)
-                v["DCGM_FI_DEV_POWER_USAGE"] = np.round(180 + 5 * util + rng.normal(0, 15, n), 3)
-                v["DCGM_FI_DEV_SM_CLOCK"] = np.full(n, 1980.0)
-                v["DCGM_FI_DEV_MEM_CLOCK"] = np.full(n, 2619.0)
-                v["DCGM_FI_DEV_FB_USED"] = np.round(71000 + rng.normal(0, 300, n))
-                v["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"] += rng.poisson(0.002, n)
-                v["DCGM_FI_DEV_PCIE_REPLAY_COUNTER"] += rng.poisson(0.01, n)
+            while self._pending and self._pending[0].when <= now:
+                item = heapq.heappop(self._pending)
+                item.action(max(item.when, now - 1e-3))
+            for active in [a for a in self._active if a.truth.end <= now]:
+                self._heal(active, now)
+            self.tel.step(now)
+            if now - self._last_log >= self.log_interval_s:
+                self._routine_logs(now)
+                self._last_log = now
 
-    # --- faults ------------------------------------------------------------------------
-    def inject(self, fault_id: str, target: str, now: float) -> Injection:
+    def _routine_logs(self, now: float) -> None:
+        tel, topo = self.tel, self.topo
+        for job in topo.jobs:
+            i = topo.index[job.nodes[0]]
+            if tel.job_running[i]:
+                self.logs.write(job.nodes[0], TRAINING, now,
+                                f"[Rank 0] iteration {int(tel.iteration[i])} | step time "
+                                f"{tel.step_time[i]:.3f} s | loss {tel.loss[i]:.4f} | "
+                                f"tokens/s {8 * 4096 * 4 / max(tel.step_time[i], 1e-9):.0f}")
+        noisy = tel.rng.random(len(topo.nodes)) < 0.02  # about one harmless line a node per 8 min
+        for row in noisy.nonzero()[0].tolist():
+            message = KERNEL_NOISE[int(tel.rng.integers(len(KERNEL_NOISE)))]
+            self.logs.write(topo.nodes[row], KERNEL, now, message)
+
+    # --- faults --------------------------------------------------------------------------
+    def inject(self, fault_id: str, target: str, now: float, duration_s: float = 3600.0,
+               scenario: str = "manual") -> Injection:
         modes = {m.id: m for m in self.injectable()}
         if fault_id not in modes:
-            valid = ", ".join(sorted(modes))
-            raise InjectError(f"unknown fault {fault_id!r}; valid faults: {valid}")
+            raise InjectError(f"unknown fault {fault_id!r}; valid faults: "
+                              + ", ".join(sorted(modes)))
         mode = modes[fault_id]
-        node, gpu = self._resolve(target, needs_gpu=mode.xid is not None)
-        assert mode.example is not None
+        self._check_target(mode, target)
+        effect = effect_for(mode)
+        assert effect is not None
         with self._lock:
-            self._pid += 1
-            message = mode.example.format(
-                pci=_xid_pci(node.pci_bus_id(gpu if gpu is not None else 0)),
-                pid=self._pid, node=node.name,
-            )
-            if mode.xid is not None and gpu is not None:
-                node.values["DCGM_FI_DEV_XID_ERRORS"][gpu] = mode.xid
-                if mode.xid == 48:
-                    node.values["DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"][gpu] += 1
-                if mode.xid == 79:
-                    node.lost[gpu] = True  # dcgm-exporter stops reporting a GPU off the bus
-            line = _kernel_line(node, now, message)
-            with node.kernel_log.open("a") as f:
-                f.write(line + "\n")
-        return Injection(fault_id=fault_id, target=target, injected_at=now, log_line=line)
+            before = self._log_sizes()
+            scheduled = {p.seq for p in self._pending}
+            affected = effect.start(self.ctx, mode, target, now)
+            consequences = frozenset(p.seq for p in self._pending if p.seq not in scheduled)
+            truth = TruthFault(
+                scenario=scenario, fault_id=mode.id, layer=mode.layer, root_entity=target,
+                onset=now, end=now + duration_s, affected=tuple(sorted(affected.entities)),
+                nodes=tuple(sorted(affected.nodes)))
+            self._active.append(_Active(mode, target, truth, consequences))
+            line = self._first_new_line(before)
+        return Injection(fault_id, target, now, line, truth)
 
-    def _resolve(self, target: str, needs_gpu: bool) -> tuple[SimNode, int | None]:
-        valid = self.entities()
+    def heal_all(self, now: float) -> None:
+        with self._lock:
+            for active in list(self._active):
+                self._heal(active, now)
+            self._pending.clear()
+
+    def _heal(self, active: _Active, now: float) -> None:
+        effect = effect_for(active.mode)
+        if effect is not None:
+            effect.heal(self.ctx, active.mode, active.target, now)
+        self._active.remove(active)
+        # A fault repaired before its consequences arrive has none (a job must not die later).
+        if active.consequences:
+            self._pending = [p for p in self._pending if p.seq not in active.consequences]
+            heapq.heapify(self._pending)
+
+    def _check_target(self, mode: FaultMode, target: str) -> None:
+        kind = target_kind(mode)
+        valid = [e for e in self.entities() if e.startswith(f"{kind}:")]
         if target not in valid:
-            kinds = "gpu:NODE/INDEX" if needs_gpu else "node:NODE or gpu:NODE/INDEX"
-            raise InjectError(
-                f"unknown target {target!r}; expected {kinds}, one of: "
-                + ", ".join(t for t in valid if t.startswith("gpu:") or not needs_gpu)
-            )
-        kind, _, rest = target.partition(":")
-        if kind == "node":
-            if needs_gpu:
-                raise InjectError(f"{target} is a node; this fault needs a GPU (gpu:NODE/INDEX)")
-            return self.nodes[rest], None
-        name, _, index = rest.partition("/")
-        return self.nodes[name], int(index)
+            raise InjectError(f"unknown target {target!r}; {mode.id} is injected at a {kind}, "
+                              f"one of: {', '.join(valid[:40])}"
+                              + (f" … ({len(valid)} in all)" if len(valid) > 40 else ""))
+
+    def _log_sizes(self) -> dict[Path, int]:
+        return {p: p.stat().st_size for p, _, _ in self.log_files() if p.exists()}
+
+    def _first_new_line(self, before: dict[Path, int]) -> str:
+        for path, size in before.items():
+            if path.stat().st_size > size:
+                with path.open() as f:
+                    f.seek(size)
+                    return f.readline().rstrip("\n")
+        return ""
 
     # --- exposition ----------------------------------------------------------------------
-    def exposition(self, node_name: str) -> str:
-        """The node's GPU metrics in Prometheus text format, labelled as dcgm-exporter does."""
-        node = self.nodes[node_name]
+    def unreachable(self, node: str) -> bool:
+        return bool(self.tel.unreachable[self.topo.index[node]])
+
+    def exposition(self, node: str) -> str:
+        """dcgm-exporter's /metrics for `node`."""
         with self._lock:
-            labels = [
-                f'gpu="{g}",UUID="{node.uuids[g]}",pci_bus_id="{node.pci_bus_id(g)}",'
-                f'device="nvidia{g}",modelName="{MODEL_NAME}",Hostname="{node.name}"'
-                for g in range(node.gpus)
-            ]
-            present = [g for g in range(node.gpus) if not node.lost[g]]
-            out: list[str] = []
-            for metric, kind, help_text in GPU_METRICS:
-                out.append(f"# HELP {metric} {help_text}\n# TYPE {metric} {kind}\n")
-                values = node.values[metric]
-                out += [f"{metric}{{{labels[g]}}} {values[g]:g}\n" for g in present]
-        return "".join(out)
+            return self.tel.dcgm(node)
 
+    def node_exporter(self, node: str) -> str:
+        with self._lock:
+            return self.tel.node_exporter(node)
 
-def _uuid(rng: np.random.Generator) -> str:
-    h = "".join(f"{b:02x}" for b in rng.integers(0, 256, 16))
-    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    def trainer(self, node: str) -> str | None:
+        with self._lock:
+            return self.tel.trainer(node)
 
-
-def _xid_pci(bus_id: str) -> str:
-    """The NVRM Xid line prints the PCI address as DDDD:BB:DD, e.g. 0000:3a:00."""
-    domain, bus, dev_fn = bus_id.lower().split(":")
-    return f"{domain[-4:]}:{bus}:{dev_fn.split('.')[0]}"
-
-
-def _kernel_line(node: SimNode, now: float, message: str) -> str:
-    """A kernel log line as `journalctl -k -o short-iso-precise` prints it.
-
-    journald keeps the printk uptime as a field and the short formats do not print it, so the
-    message follows `kernel: ` directly (the `[  123.456789]` prefix is dmesg's, not journalctl's).
-    """
-    stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-    return f"{stamp} {node.name} kernel: {message}"
+    def storage(self, system: str) -> str:
+        with self._lock:
+            return self.tel.storage(system)

@@ -1,7 +1,11 @@
 """Serves the simulated cluster the way real sources are served, and takes fault injections.
 
-GET  /nodes/NODE/metrics   Prometheus exposition of NODE's GPUs (like dcgm-exporter's /metrics)
-GET  /targets              every node with its metrics path and log files (a discovery file)
+GET  /nodes/NODE/metrics                NODE's GPUs, as dcgm-exporter serves them
+GET  /nodes/NODE/node-exporter/metrics  NODE's host and InfiniBand ports, as node-exporter does
+GET  /nodes/NODE/trainer/metrics        the training job's metrics on NODE (404: no job there)
+GET  /storage/SYSTEM/metrics            a shared storage system's exporter
+GET  /targets              every endpoint and log file (a discovery file)
+An unreachable node (a fault) answers 503 on all its endpoints, as a dead host times out.
 GET  /faults               the fault modes that can be injected, and the valid targets
 POST /inject               {"fault": ID, "target": ENTITY} -> 200 with the injection, 4xx if bad
 """
@@ -11,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from vigil.sim.clock import SimClock
 from vigil.sim.cluster import InjectError, SimCluster
+from vigil.sim.effects import target_kind
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +29,14 @@ log = logging.getLogger(__name__)
 class SimServer:
     """The HTTP face of a SimCluster plus the thread that advances its clock."""
 
-    def __init__(self, cluster: SimCluster, host: str, port: int, interval_s: float) -> None:
+    def __init__(
+        self, cluster: SimCluster, host: str, port: int, interval_s: float,
+        clock: SimClock | None = None,
+    ) -> None:
         self.cluster = cluster
-        self.interval_s = interval_s
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(cluster))
+        self.interval_s = interval_s  # simulated seconds between steps
+        self.clock = clock or SimClock()
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(cluster, self.clock))
         self._httpd.daemon_threads = True
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -54,35 +63,55 @@ class SimServer:
             t.join(timeout=5)
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.cluster.step(time.time())
+        while not self._stop.wait(self.clock.wall_seconds(self.interval_s)):
+            self.cluster.step(self.clock.now())
 
 
-def _handler_for(cluster: SimCluster) -> type[BaseHTTPRequestHandler]:
+def _handler_for(cluster: SimCluster, clock: SimClock) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("sim http " + format, *args)
 
         def do_GET(self) -> None:
             parts = self.path.split("?")[0].strip("/").split("/")
-            if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "metrics":
-                if parts[1] not in cluster.nodes:
-                    self._send_json(404, {"error": f"no node {parts[1]!r}"})
+            if len(parts) >= 3 and parts[0] == "nodes" and parts[-1] == "metrics":
+                self._node_metrics(parts[1], "/".join(parts[2:-1]))
+            elif len(parts) == 3 and parts[0] == "storage" and parts[2] == "metrics":
+                if parts[1] not in cluster.topo.storage:
+                    self._send_json(404, {"error": f"no storage system {parts[1]!r}"})
                     return
-                body = cluster.exposition(parts[1]).encode()
-                self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+                self._send_text(cluster.storage(parts[1]))
             elif parts == ["targets"]:
-                self._send_json(200, {"nodes": [
-                    {"node": n.name, "metrics_path": f"/nodes/{n.name}/metrics",
-                     "logs": {"kernel": str(n.kernel_log)}}
-                    for n in cluster.nodes.values()]})
+                self._send_json(200, _targets(cluster))
             elif parts == ["faults"]:
                 self._send_json(200, {
-                    "faults": [{"id": m.id, "title": m.title, "component": m.component}
+                    "faults": [{"id": m.id, "title": m.title, "layer": m.layer,
+                                "component": m.component, "target": target_kind(m)}
                                for m in cluster.injectable()],
                     "targets": cluster.entities()})
             else:
                 self._send_json(404, {"error": f"no such path {self.path!r}"})
+
+        def _node_metrics(self, node: str, exporter: str) -> None:
+            if node not in cluster.nodes:
+                self._send_json(404, {"error": f"no node {node!r}"})
+            elif cluster.unreachable(node):
+                self._send_json(503, {"error": f"{node} does not answer"})
+            elif exporter == "":
+                self._send_text(cluster.exposition(node))
+            elif exporter == "node-exporter":
+                self._send_text(cluster.node_exporter(node))
+            elif exporter == "trainer":
+                text = cluster.trainer(node)
+                if text is None:
+                    self._send_json(404, {"error": f"no training process on {node}"})
+                else:
+                    self._send_text(text)
+            else:
+                self._send_json(404, {"error": f"no exporter {exporter!r}"})
+
+        def _send_text(self, text: str) -> None:
+            self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
         def do_POST(self) -> None:
             if self.path != "/inject":
@@ -98,14 +127,20 @@ def _handler_for(cluster: SimCluster) -> type[BaseHTTPRequestHandler]:
                 if not isinstance(body, dict) or not isinstance(body.get(name), str):
                     self._send_json(422, {"error": f"field {name!r} is required (a string)"})
                     return
+            duration = body.get("duration_s", 3600.0)
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)) \
+                    or duration <= 0:
+                self._send_json(422, {"error": "field 'duration_s' must be a positive number"})
+                return
             try:
-                injection = cluster.inject(body["fault"], body["target"], time.time())
+                injection = cluster.inject(body["fault"], body["target"], clock.now(),
+                                           float(duration))
             except InjectError as exc:
                 self._send_json(422, {"error": str(exc)})
                 return
             log.info("fault injected", extra={"fault": injection.fault_id,
                                               "target": injection.target})
-            self._send_json(200, asdict(injection))
+            self._send_json(200, {k: v for k, v in asdict(injection).items() if k != "truth"})
 
         def _send_json(self, status: int, data: object) -> None:
             self._send(status, json.dumps(data).encode(), "application/json")
@@ -118,3 +153,22 @@ def _handler_for(cluster: SimCluster) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+def _targets(cluster: SimCluster) -> dict[str, object]:
+    """Every endpoint to scrape and log file to tail, like a Prometheus file_sd + a log list."""
+    nodes = []
+    for name, view in cluster.nodes.items():
+        exporters = {"dcgm": f"/nodes/{name}/metrics",
+                     "node_exporter": f"/nodes/{name}/node-exporter/metrics"}
+        if name in cluster.topo.job_of:
+            exporters["trainer"] = f"/nodes/{name}/trainer/metrics"
+        nodes.append({"node": name, "metrics_path": exporters["dcgm"], "exporters": exporters,
+                      "logs": {"kernel": str(view.kernel_log),
+                               "training": str(view.training_log)}})
+    return {
+        "nodes": nodes,
+        "storage": [{"system": s, "metrics_path": f"/storage/{s}/metrics"}
+                    for s in cluster.topo.storage],
+        "logs": [{"path": str(p), "host": h, "source": src} for p, h, src in cluster.log_files()],
+    }

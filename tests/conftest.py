@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from vigil.diagnosis.library import FaultLibrary, load_library
+from vigil.sim.clock import SimClock
 from vigil.sim.cluster import SimCluster
 from vigil.sim.server import SimServer
 
@@ -21,7 +22,7 @@ def library() -> FaultLibrary:
 
 @pytest.fixture
 def cluster(library: FaultLibrary, tmp_path: Path) -> SimCluster:
-    """Two HGX nodes of eight GPUs, seeded, writing kernel logs under the test's tmp_path."""
+    """Two HGX nodes of eight GPUs running one job, seeded, writing logs under tmp_path/sim."""
     return SimCluster(library, tmp_path / "sim", nodes=2, gpus_per_node=8, seed=7, now=SIM_START)
 
 
@@ -32,12 +33,14 @@ def sim_server(
     """A cluster like `cluster`, served on a free loopback port, shared by one test module.
 
     Shared because stopping the server waits out `serve_forever`'s 0.5 s poll; tests that
-    inject must therefore compare before and after rather than assume a fresh cluster. The
-    clock thread waits an hour, so values change only when a test calls `step()` itself.
+    inject must heal what they broke (`cluster.heal_all`) or compare before and after. The
+    server's clock starts at SIM_START, like the cluster's, and its thread waits an hour, so
+    values change only when a test calls `step()` itself.
     """
     served = SimCluster(library, tmp_path_factory.mktemp("sim"), nodes=2, gpus_per_node=8,
                         seed=7, now=SIM_START)
-    server = SimServer(served, "127.0.0.1", 0, interval_s=3600.0)
+    server = SimServer(served, "127.0.0.1", 0, interval_s=3600.0,
+                       clock=SimClock(origin=SIM_START))
     server.start()
     try:
         yield server

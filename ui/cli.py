@@ -29,8 +29,10 @@ app = typer.Typer(help="Vigil: fault detection, diagnosis and recovery for AI cl
 sim_app = typer.Typer(help="Drive the simulated cluster that `vigil up` runs.",
                       no_args_is_help=True)
 config_app = typer.Typer(help="Check settings files.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure Vigil: figures, never pass/fail.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")
+app.add_typer(bench_app, name="bench")
 
 out = Console()
 err = Console(stderr=True)
@@ -192,6 +194,42 @@ def sim_inject(
         out.print(f"  {data['log_line']}", highlight=False, markup=False)
 
 
+@sim_app.command("run")
+def sim_run(
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes in all (8 GPUs each).")] = 32,
+    racks: Annotated[int, typer.Option(min=1, help="Racks; must divide NODES.")] = 1,
+    jobs: Annotated[int, typer.Option(min=0, help="Training jobs.")] = 2,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between samples.")] = 10.0,
+    speed: Annotated[float, typer.Option(
+        min=0.01, help="Simulated seconds per real second.")] = 1.0,
+    port: Annotated[int, typer.Option(help="HTTP port (0: a free one).")] = 9400,
+    scenario: Annotated[Path | None, typer.Option(
+        help="Scenario YAML to play; the run ends when it does.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Logs, file_sd.json, truth.")] = Path(
+        ".vigil/sim"),
+    seed: Annotated[int, typer.Option(help="Seed for topology, noise and targets.")] = 7,
+) -> None:
+    """Serve a simulated cluster (exporters over HTTP, log files) until Ctrl-C."""
+    from vigil.sim.scenario import ScenarioError
+    from vigil.sim.topology import ClusterSpec
+    from vigil.ui.sim_run import run_sim
+
+    if nodes % racks:
+        _fail(f"--nodes ({nodes}) must be a multiple of --racks ({racks})")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = ClusterSpec(racks=racks, nodes_per_rack=nodes // racks, jobs=jobs, seed=seed)
+    try:
+        run_sim(spec, out_dir, "127.0.0.1", port, interval, speed, scenario, stop,
+                say=lambda text: out.print(text, highlight=False, markup=False))
+    except ScenarioError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot serve on port {port}: {exc.strerror}")
+
+
 @sim_app.command("faults")
 def sim_faults(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List the faults and targets the running simulation accepts."""
@@ -207,6 +245,73 @@ def sim_faults(config: ConfigOption = None, as_json: JsonOption = False) -> None
         table.add_row(f["id"], f["component"], f["title"])
     out.print(table)
     out.print(f"targets: {', '.join(data['targets'])}", highlight=False)
+
+
+@bench_app.command("diagnosis")
+def bench_diagnosis(
+    quick: Annotated[bool, typer.Option(
+        "--quick",
+        help="16 nodes, the shipped scenarios and 4 drawn ones; under 5 minutes.")] = False,
+    nodes: Annotated[int, typer.Option(min=4, help="Cluster size (ignored with --quick).")] = 64,
+    scenarios: Annotated[int, typer.Option(
+        min=0, help="Scenarios drawn from the published fault mix, besides the shipped "
+        "ones (ignored with --quick).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed for targets, the mix and noise.")] = 7,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for truth, store, report (default .vigil/bench/...).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run fault scenarios through the real pipeline and score detection and root cause."""
+    from vigil.ui.bench_diagnosis import BenchPlan, run_benchmark
+
+    plan = BenchPlan.quick(seed) if quick else BenchPlan.full(nodes, scenarios, seed)
+    folder = out_dir or Path(".vigil") / "bench" / time.strftime("diagnosis-%Y%m%d-%H%M%S")
+    vlog.configure("warning", stream=_open_log(folder))
+    with err.status("starting…") as status:
+        def progress(what: str, done: int, total: int) -> None:
+            status.update(f"scenario {done}/{total}: {what}")
+
+        result = run_benchmark(plan, folder, progress)
+    figures = result.flat()
+    if as_json:
+        print(json.dumps(figures))
+        return
+    table = Table(title=f"Diagnosis benchmark ({plan.nodes} nodes, {result.scenarios} scenarios,"
+                        f" {result.wall_s:.0f} s)", box=box.SIMPLE_HEAD)
+    table.add_column("layer")
+    for column in ("faults", "recall", "precision", "first alert p50", "top-1", "top-3"):
+        table.add_column(column, justify="right")
+    layers = [("overall", result.scores.overall), *sorted(result.scores.by_layer.items())]
+    for name, s in layers:
+        table.add_row(name, str(s.faults), _pct(s.recall), _pct(s.precision),
+                      _secs(s.alert_latency_p50_s), _pct(s.root_cause_top1),
+                      _pct(s.root_cause_top3))
+    out.print(table)
+    out.print(f"false alerts per 1000 node-hours: "
+              f"{figures.get('false_alerts_per_1000_node_hours')}; report: {result.report}")
+
+
+@bench_app.command("sim")
+def bench_sim(
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes (8 GPUs each).")] = 1024,
+    steps: Annotated[int, typer.Option(min=1, help="Steps to time.")] = 6,
+    interval: Annotated[float, typer.Option(help="Sampling interval, seconds.")] = 10.0,
+    as_json: JsonOption = False,
+) -> None:
+    """CPU cost of simulating a cluster of NODES at INTERVAL, every endpoint rendered."""
+    from vigil.sim.cost import measure
+    from vigil.sim.topology import ClusterSpec
+
+    racks = max(1, nodes // 32)
+    if nodes % racks:
+        racks = 1
+    cost = measure(ClusterSpec(racks=racks, nodes_per_rack=nodes // racks,
+                               jobs=max(1, nodes // 64)), steps, interval)
+    if as_json:
+        print(json.dumps(cost.flat()))
+        return
+    for key, value in cost.flat().items():
+        out.print(f"{key:<26} {value}", highlight=False)
 
 
 @config_app.command("check")
@@ -241,6 +346,19 @@ def _sim_call(config: Path | None, path: str, body: dict[str, str] | None) -> An
         _fail(str(reason))
     except OSError as exc:
         _fail(f"the simulation at {state.sim_url} does not answer: {exc}")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _open_log(folder: Path) -> Any:
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder / "vigil.log").open("a", buffering=1)
 
 
 def _log_file(settings: Settings) -> Any:

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from vigil.collectors.log_file import LogFileCollector, TailedFile
-from vigil.collectors.prometheus_scrape import PrometheusScrapeCollector, ScrapeTarget
+from vigil.collectors.log_file import LogFileCollector
+from vigil.collectors.prometheus_scrape import PrometheusScrapeCollector
 from vigil.diagnosis.correlate import Correlator
 from vigil.diagnosis.detect import DetectStage
 from vigil.diagnosis.incidents import IncidentStage
 from vigil.diagnosis.library import load_library
 from vigil.diagnosis.registry import build_detectors
+from vigil.sim.clock import SimClock
 from vigil.sim.cluster import SimCluster
 from vigil.sim.server import SimServer
+from vigil.sim.topology import ClusterSpec
 from vigil.ui.runstate import RunState, clear_state
+from vigil.ui.sim_sources import scrape_targets, tailed_files
 
 from vigil import telemetry
 from vigil.broker import EmbeddedBroker, free_port
@@ -174,11 +177,16 @@ class Runtime:
 
     def _start_sim(self) -> str:
         s = self.settings.sim
-        cluster = SimCluster(load_library(), self.data_dir / "sim", nodes=s.nodes,
-                             gpus_per_node=s.gpus_per_node, seed=s.seed, now=time.time())
-        self.sim = SimServer(cluster, s.host, s.port, s.interval_s)
+        spec = ClusterSpec(racks=s.racks, nodes_per_rack=s.nodes // s.racks,
+                           gpus_per_node=s.gpus_per_node, jobs=s.jobs, seed=s.seed)
+        clock = SimClock(speed=s.speed)
+        cluster = SimCluster(load_library(), self.data_dir / "sim", spec=spec, now=clock.now(),
+                             log_interval_s=max(s.interval_s, 10.0))
+        self.sim = SimServer(cluster, s.host, s.port, s.interval_s, clock)
         self._launch(self.sim)
-        return f"{s.nodes} nodes x {s.gpus_per_node} GPUs at {self.sim.url}"
+        speed = f", {s.speed:g}x real time" if s.speed != 1 else ""
+        return (f"{s.nodes} nodes x {s.gpus_per_node} GPUs, {len(cluster.topo.jobs)} job(s) "
+                f"at {self.sim.url}{speed}")
 
     def _start_pipeline(self) -> str:
         assert self.bus is not None and self.store is not None
@@ -199,16 +207,14 @@ class Runtime:
 
     def _start_collectors(self) -> str:
         assert self.bus is not None and self.sim is not None
-        c, nodes = self.settings.collectors, self.sim.cluster.nodes.values()
-        scrape = PrometheusScrapeCollector(
-            self.bus, [ScrapeTarget(f"{self.sim.url}/nodes/{n.name}/metrics", n.name)
-                       for n in nodes], c.scrape_interval_s)
-        logs = LogFileCollector(
-            self.bus, [TailedFile(n.kernel_log, n.name, "kernel") for n in nodes],
-            c.log_poll_interval_s, c.max_lines_per_message)
+        c = self.settings.collectors
+        scrape = PrometheusScrapeCollector(self.bus, scrape_targets(self.sim),
+                                           c.scrape_interval_s)
+        files = tailed_files(self.sim)
+        logs = LogFileCollector(self.bus, files, c.log_poll_interval_s, c.max_lines_per_message)
         self._launch(scrape)
         self._launch(logs)
-        return f"scraping {len(scrape.targets)} endpoints, tailing {len(nodes)} kernel logs"
+        return f"scraping {len(scrape.targets)} endpoints, tailing {len(files)} log files"
 
     def _start_console(self) -> str:
         self.console = ConsoleProcess(self.settings, self.data_dir / "console.log")

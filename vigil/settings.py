@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,12 +43,22 @@ class KafkaSettings(_Section):
 class SimSettings(_Section):
     """The simulated cluster that `vigil up` serves as its default data source."""
 
-    nodes: int = Field(4, ge=1)
+    nodes: int = Field(4, ge=1, description="nodes in all; racks share them equally")
+    racks: int = Field(1, ge=1)
     gpus_per_node: int = Field(8, ge=1, le=16)
+    jobs: int = Field(1, ge=0, description="training jobs, each on an equal share of nodes")
     interval_s: float = Field(2.0, gt=0, description="seconds between telemetry samples")
+    speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
     seed: int = 7
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+
+
+    @model_validator(mode="after")
+    def _racks_divide_nodes(self) -> SimSettings:
+        if self.nodes % self.racks:
+            raise ValueError(f"nodes ({self.nodes}) must be a multiple of racks ({self.racks})")
+        return self
 
 
 class CollectorSettings(_Section):

@@ -17,8 +17,8 @@ from vigil.collectors.prometheus_scrape import (
     ScrapeTarget,
     parse_exposition,
 )
-from vigil.sim.cluster import GPU_METRICS
 from vigil.sim.server import SimServer
+from vigil.sim.telemetry import GPU_FAMILIES, NIC_FAMILIES
 
 from vigil.otlp import MetricSample, decode_metrics
 
@@ -140,7 +140,7 @@ def test_parse_of_the_simulator_exposition_has_every_gpu_sample(sim_server: SimS
     families = list(text_string_to_metric_families(text))
     assert len(samples) == sum(len(f.samples) for f in families)
     kinds = {s.name: s.kind for s in samples}
-    for metric, kind, _ in GPU_METRICS:
+    for metric, kind, *_ in GPU_FAMILIES:
         assert kinds[metric] == kind  # dcgm-exporter names, as written
 
 
@@ -166,9 +166,9 @@ def test_collect_publishes_one_batch_per_target_keyed_by_node(
         assert batch.samples == parse_exposition(
             sim_server.cluster.exposition(target.node), NOW
         )
-        assert len(batch.samples) == len(GPU_METRICS) * 8
+        assert len(batch.samples) == len(GPU_FAMILIES) * 8
         assert {s.labels["Hostname"] for s in batch.samples} == {target.node}
-    per_node = len(GPU_METRICS) * 8
+    per_node = len(GPU_FAMILIES) * 8
     assert tally.totals() == {"received": 2 * per_node, "sent": 2 * per_node, "dropped": 0,
                               "errored": 0}
 
@@ -215,9 +215,59 @@ def test_a_failing_target_is_counted_and_the_others_still_publish(
     make_collector(targets).collect(NOW)
 
     assert [p.key for p in bus.published] == ["gpu-a-001", "gpu-a-002"]
-    per_node = len(GPU_METRICS) * 8
+    per_node = len(GPU_FAMILIES) * 8
     assert tally.totals() == {"received": 2 * per_node, "sent": 2 * per_node, "dropped": 0,
                               "errored": 1}
+
+
+def test_every_simulated_exporter_is_scraped_under_its_service_name(
+    sim_server: SimServer, make_collector: MakeCollector, bus: RecordingBus
+) -> None:
+    cluster, url = sim_server.cluster, sim_server.url
+    targets = [
+        ScrapeTarget(f"{url}/nodes/gpu-a-001/node-exporter/metrics", "gpu-a-001", "node-exporter"),
+        ScrapeTarget(f"{url}/nodes/gpu-a-001/trainer/metrics", "gpu-a-001", "trainer"),
+        ScrapeTarget(f"{url}/storage/pfs-1/metrics", "pfs-1", "storage"),
+    ]
+
+    make_collector(targets).collect(NOW)
+
+    texts = [cluster.node_exporter("gpu-a-001"), cluster.trainer("gpu-a-001"),
+             cluster.storage("pfs-1")]
+    assert len(bus.published) == 3
+    for message, target, text in zip(bus.published, targets, texts, strict=True):
+        (batch,) = decode_metrics(message.value)
+        assert batch.resource["service.name"] == target.service
+        assert batch.samples == parse_exposition(text or "", NOW)
+    node_exporter = decode_metrics(bus.published[0].value)[0].samples
+    kinds = {s.name: s.kind for s in node_exporter}
+    for metric, kind, *_ in NIC_FAMILIES:  # node-exporter names, _total as written
+        assert kinds[metric] == kind
+    trainer = {s.name: s.kind for s in decode_metrics(bus.published[1].value)[0].samples}
+    assert trainer["training_iteration"] == "counter"  # no _total added
+
+
+def test_an_unreachable_node_is_an_error_said_once_until_it_recovers(
+    sim_server: SimServer, make_collector: MakeCollector, bus: RecordingBus, tally: Tally,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = sim_server.cluster
+    collector = make_collector([_target(sim_server, node) for node in NODES])
+    cluster.inject("sched.slurm.node_not_responding", "node:gpu-a-002", NOW)
+    try:
+        with caplog.at_level("INFO", logger="vigil.collectors.prometheus_scrape"):
+            collector.collect(NOW)
+            collector.collect(NOW + 15)  # 503 again: counted, not logged again
+            cluster.heal_all(NOW + 20)
+            collector.collect(NOW + 30)
+    finally:
+        cluster.heal_all(NOW + 30)
+
+    assert [p.key for p in bus.published] == ["gpu-a-001", "gpu-a-001", "gpu-a-001", "gpu-a-002"]
+    assert tally.totals()["errored"] == 2
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [("WARNING", "scrape failed"), ("INFO", "scrape recovered")]
+    assert caplog.records[0].url == _target(sim_server, "gpu-a-002").url  # type: ignore[attr-defined]
 
 
 def test_shutdown_without_start_is_safe(make_collector: MakeCollector) -> None:

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
-from vigil.diagnosis.library import FaultLibrary, FaultMode, LibraryError, load_library
+from pydantic import ValidationError
+from vigil.diagnosis.library import (
+    EXAMPLE_FIELDS,
+    FaultLibrary,
+    FaultMode,
+    Layer,
+    LibraryError,
+    MetricSignal,
+    load_library,
+)
 
 from vigil.records import Severity
 
 LIBRARIES = Path(__file__).parent / "data" / "libraries"
 SHIPPED = load_library()  # for parametrize ids; tests use the `library` fixture
-EXAMPLE_FIELDS = {"pci": "0000:3b:00", "pid": 1234, "node": "n1"}
+FILL = {  # a value for every placeholder an example may use
+    "pci": "0000:3b:00", "pid": 1234, "node": "n1", "nic_pci": "0000:0c:00.0", "ibdev": "mlx5_2",
+    "port": 1, "netdev": "ib2", "storage": "nfs-01", "job": "llama3-70b-pretrain", "rank": 3,
+    "gpu": 5, "iteration": 48210, "mount": "/mnt/nfs-01",
+}
+PLAYBOOKS = {"notify", "container.restart", "job.restart_without_node", "node.drain_and_reset",
+             "network.port_disable", "storage.failover"}
 KERNEL_PREFIX = "2024-06-10T06:13:20.500000+00:00 n1 kernel: "  # where the lines really appear
 
 
@@ -28,9 +44,26 @@ def test_shipped_library_loads_every_layer_of_fault(library: FaultLibrary) -> No
     assert library.ids == sorted(m.id for m in library)
     assert len(library) == len(library.ids)
     assert {m.layer for m in library} >= {"compute", "memory", "interconnect", "host", "job"}
+    assert {"net.ib.link_down", "storage.nfs.not_responding", "sched.slurm.node_not_responding",
+            "job.cuda_oom", "gpu.thermal_throttle"} <= set(library.ids)
     gpu_79 = library.get("gpu.xid.79")
     assert (gpu_79.xid, gpu_79.severity, gpu_79.component) == (79, Severity.CRITICAL, "gpu")
     assert gpu_79.downstream == ["job.nccl.timeout"]
+
+
+def test_every_layer_has_a_mode(library: FaultLibrary) -> None:
+    assert {m.layer for m in library} == set(get_args(Layer))
+
+
+def test_every_shipped_mode_has_a_signal_and_a_known_playbook(library: FaultLibrary) -> None:
+    assert [m.id for m in library if not (m.signals.logs or m.signals.metrics)] == []
+    assert {m.playbook for m in library} <= PLAYBOOKS
+
+
+def test_every_shipped_mode_cites_sources_and_causes(library: FaultLibrary) -> None:
+    for mode in library:
+        assert mode.references, f"{mode.id} cites no source"
+        assert mode.likely_causes, f"{mode.id} names no likely cause"
 
 
 def test_shipped_xid_modes_are_named_after_their_xid(library: FaultLibrary) -> None:
@@ -53,10 +86,103 @@ def test_example_matches_its_own_signal_and_no_other(
     library: FaultLibrary, mode: FaultMode
 ) -> None:
     assert mode.example is not None
-    line = mode.example.format(**EXAMPLE_FIELDS)
+    line = mode.example.format(**FILL)
 
     assert _matching_modes(library, line) == [mode.id]
     assert _matching_modes(library, KERNEL_PREFIX + line) == [mode.id]
+
+
+def test_the_fill_in_values_cover_every_placeholder() -> None:
+    assert set(FILL) == EXAMPLE_FIELDS
+
+
+@pytest.mark.parametrize(
+    "mode", [m for m in SHIPPED if m.example is not None], ids=lambda m: m.id
+)
+def test_example_evidence_is_the_value_filled_in(mode: FaultMode) -> None:
+    # A named group that shares a placeholder's name must capture exactly what was filled in.
+    assert mode.example is not None
+    line = mode.example.format(**FILL)
+
+    (match,) = [m for s in mode.signals.logs if (m := s.regex.search(line))]
+    for name, value in match.groupdict().items():
+        if name in FILL and "{" + name + "}" in mode.example:
+            assert value == str(FILL[name]), name
+
+
+@pytest.mark.parametrize(
+    ("fault_id", "groups"),
+    [
+        ("net.ib.link_down", {"nic_pci", "netdev"}),
+        ("storage.nfs.not_responding", {"storage"}),
+        ("sched.slurm.node_not_responding", {"node"}),
+        ("sched.slurm.node_down", {"node"}),
+        ("job.cuda_oom", {"rank", "gpu"}),
+        ("job.loss_nan", {"rank", "node", "gpu", "iteration"}),
+        ("job.dataloader_stall", {"pid"}),
+    ],
+)
+def test_new_log_signals_name_the_entity_at_fault(
+    library: FaultLibrary, fault_id: str, groups: set[str]
+) -> None:
+    mode = library.get(fault_id)
+    assert mode.example is not None
+    line = mode.example.format(**FILL)
+
+    (match,) = [m for s in mode.signals.logs if (m := s.regex.search(line))]
+    assert groups <= {k for k, v in match.groupdict().items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("line", "fault_id", "evidence"),
+    [
+        # Shapes these messages also take: soft mounts, hostlists, older releases, more pids.
+        ("nfs: server 10.2.80.41 not responding, timed out", "storage.nfs.not_responding",
+         {"storage": "10.2.80.41", "state": "timed out"}),
+        ("[2015-10-13T20:13:00.675] error: Nodes node-cpu4-1 not responding",
+         "sched.slurm.node_not_responding", {"node": "node-cpu4-1"}),
+        ("error: Nodes q2-st-t2large-[1-2] not responding, setting DOWN", "sched.slurm.node_down",
+         {"node": "q2-st-t2large-[1-2]"}),
+        ("Mar 27 15:37:34 cc1 kernel: mlx5_core 0000:01:00.1 eth1: Link down",
+         "net.ib.link_down", {"nic_pci": "0000:01:00.1", "netdev": "eth1"}),
+        ("RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 15.78 GiB total "
+         "capacity; 14.21 GiB already allocated; 3.19 MiB free; 14.42 GiB reserved in total by "
+         "PyTorch)", "job.cuda_oom", {"gpu": "0", "size": "20.00 MiB"}),
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB. GPU 0 has a "
+         "total capacity of 14.57 GiB of which 1.58 GiB is free.", "job.cuda_oom",
+         {"gpu": "0", "size": "1.95 GiB"}),
+        ("AssertionError: Rank 12: found NaN in local forward loss calculation. Device: 4, node: "
+         "gpu-a-007", "job.loss_nan", {"rank": "12", "gpu": "4", "node": "gpu-a-007"}),
+        ("RuntimeError: DataLoader worker (pid 9833) is killed by signal: Killed. ",
+         "job.dataloader_stall", {"pid": "9833", "what": "is killed by signal: Killed"}),
+        ("RuntimeError: DataLoader worker (pid(s) 8948, 8988, 7844, 8940) exited unexpectedly",
+         "job.dataloader_stall", {"pid": "8948"}),
+        ("RuntimeError: DataLoader timed out after 600 seconds", "job.dataloader_stall",
+         {"secs": "600"}),
+    ],
+)
+def test_real_variants_of_the_new_log_lines_match_their_mode(
+    library: FaultLibrary, line: str, fault_id: str, evidence: dict[str, str]
+) -> None:
+    assert _matching_modes(library, line) == [fault_id]
+    (match,) = [m for s in library.get(fault_id).signals.logs if (m := s.regex.search(line))]
+    assert evidence.items() <= match.groupdict().items()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "mlx5_core 0000:5e:00.0: Port module event: module 0, Cable plugged",
+        "mlx5_core 0000:01:00.1 eth1: Link up",
+        "nfs: server nfs-01 OK",
+        "error: Node n1 has low real_memory size (1000 < 2000)",
+        "Out of memory: Killed process 1234 (python) total-vm:1kB",  # the host OOM killer's own
+    ],
+)
+def test_neighbouring_lines_do_not_match_the_new_modes(library: FaultLibrary, line: str) -> None:
+    new = {"net.ib.link_down", "storage.nfs.not_responding", "sched.slurm.node_not_responding",
+           "sched.slurm.node_down", "job.cuda_oom", "job.loss_nan", "job.dataloader_stall"}
+    assert not new & set(_matching_modes(library, line))
 
 
 @pytest.mark.parametrize(
@@ -64,7 +190,7 @@ def test_example_matches_its_own_signal_and_no_other(
 )
 def test_xid_example_yields_the_pci_address_as_evidence(mode: FaultMode) -> None:
     assert mode.example is not None
-    line = mode.example.format(**EXAMPLE_FIELDS)
+    line = mode.example.format(**FILL)
 
     (match,) = [m for s in mode.signals.logs if (m := s.regex.search(line))]
     assert match.group("pci") == "0000:3b:00"
@@ -113,6 +239,12 @@ def test_downstream_may_name_a_mode_from_another_file() -> None:
         ("unknown_key", ["unknown_key.yaml: ", "modes.0.severity_level", "Extra inputs"]),
         ("unknown_downstream", ["b_causes.yaml: ", "test.beta", "['test.gamma']"]),
         ("not_yaml", ["broken.yaml: ", "not valid YAML"]),
+        ("no_signals", ["no_signals.yaml: ", "modes.0", "at least one signal"]),
+        ("bad_condition", ["bad_condition.yaml: ", "modes.0.signals.metrics.0.condition",
+                           "'peer_outlier'"]),
+        ("no_threshold", ["no_threshold.yaml: ", "modes.0.signals.metrics.0", "needs a threshold"]),
+        ("log_without_example", ["no_example.yaml: ", "modes.0", "needs an example log line"]),
+        ("unknown_placeholder", ["placeholder.yaml: ", "modes.0.example", "['gpu_uuid']"]),
     ],
 )
 def test_a_bad_library_file_is_refused_naming_the_file(folder: str, fragments: list[str]) -> None:
@@ -134,3 +266,66 @@ def test_library_built_directly_also_refuses_duplicates_and_unknown_downstream(
         FaultLibrary([xid_79, xid_79])
     with pytest.raises(LibraryError, match=r"gpu\.xid\.79: downstream names unknown modes"):
         FaultLibrary([xid_79])  # its downstream job.nccl.timeout is missing
+
+
+def _metric(**fields: Any) -> MetricSignal:
+    return MetricSignal.model_validate({"metric": "DCGM_FI_DEV_GPU_TEMP", **fields})
+
+
+def test_metric_signal_defaults_and_fields() -> None:
+    signal = _metric(condition="above", threshold=87, for_s=60, description="hot")
+
+    assert (signal.metric, signal.condition, signal.threshold, signal.for_s) == (
+        "DCGM_FI_DEV_GPU_TEMP", "above", 87.0, 60.0,
+    )
+    assert _metric(condition="absent").for_s == 0
+    assert _metric(condition="peer_outlier").threshold is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"condition": "rising", "threshold": 1}, "condition"),
+        ({"condition": "above"}, "needs a threshold"),
+        ({"condition": "increase"}, "needs a threshold"),
+        ({"condition": "absent", "threshold": 0}, "takes no threshold"),
+        ({"condition": "above", "threshold": 1, "for_s": -5}, "for_s"),
+        ({"condition": "above", "threshold": 1, "metric": "node infiniband"}, "metric"),
+        ({"condition": "above", "threshold": 1, "window": 60}, "Extra inputs"),
+    ],
+)
+def test_a_bad_metric_signal_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _metric(**fields)
+
+
+def _mode(**fields: Any) -> FaultMode:
+    base = {"id": "test.alpha", "layer": "host", "component": "node", "title": "T",
+            "severity": "warning", "description": "D", "playbook": "notify"}
+    return FaultMode.model_validate({**base, **fields})
+
+
+def test_a_mode_with_metric_signals_only_needs_no_example() -> None:
+    mode = _mode(signals={"metrics": [{"metric": "m", "condition": "absent"}]})
+
+    assert mode.example is None
+    assert mode.signals.logs == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "at least one signal"),
+        ({"signals": {"logs": [], "metrics": []}}, "at least one signal"),
+        ({"signals": {"logs": [{"contains": "x", "pattern": "x"}]}}, "needs an example"),
+        ({"signals": {"logs": [{"contains": "x", "pattern": "x"}]}, "example": "x {gpu_uuid}"},
+         "unknown placeholders"),
+        ({"signals": {"logs": [{"contains": "x", "pattern": "x"}]}, "example": "x {}"},
+         "unknown placeholders"),
+        ({"signals": {"metrics": [{"metric": "m", "condition": "absent"}]}, "layer": "fabric"},
+         "layer"),
+    ],
+)
+def test_a_bad_mode_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _mode(**fields)

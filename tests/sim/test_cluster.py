@@ -1,4 +1,4 @@
-"""Tests for the simulated cluster: entities, dcgm-exporter exposition, faults, kernel logs."""
+"""Tests for the simulated cluster: entities, dcgm-exporter exposition, faults, logs, time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from vigil.diagnosis.library import FaultLibrary
-from vigil.sim.cluster import GPU_METRICS, HGX_PCI_BUS_IDS, InjectError, SimCluster
+from vigil.sim.cluster import KERNEL_NOISE, InjectError, SimCluster
+from vigil.sim.effects import CONTROLLER, Timing, effect_for
+from vigil.sim.logs import KERNEL, SCHEDULER, TRAINING
+from vigil.sim.telemetry import GPU_FAMILIES
+from vigil.sim.topology import GPU_PCI, ClusterSpec
 
 NODES = ("gpu-a-001", "gpu-a-002")
 GPUS = 8
@@ -44,34 +48,66 @@ def _log_lines(cluster: SimCluster, node: str) -> list[str]:
     return cluster.nodes[node].kernel_log.read_text().splitlines()
 
 
-def test_entities_are_each_node_followed_by_its_gpus(cluster: SimCluster) -> None:
+def test_entities_are_each_node_with_its_parts_then_switches_storage_and_the_job(
+    cluster: SimCluster,
+) -> None:
     expected = []
     for node in NODES:
         expected += [f"node:{node}"] + [f"gpu:{node}/{g}" for g in range(GPUS)]
+        expected += [f"nic:{node}/mlx5_{k}" for k in range(8)]
+    expected += [f"switch:leaf-1-{k}" for k in range(8)]
+    expected += ["storage:pfs-1", "storage:obj-1", "job:llm-8b-01"]
     assert cluster.entities() == expected
 
 
-def test_every_node_starts_with_an_empty_kernel_log(cluster: SimCluster, tmp_path: Path) -> None:
+def test_every_host_starts_with_empty_logs(cluster: SimCluster, tmp_path: Path) -> None:
+    expected = [(tmp_path / "sim" / n / "kern.log", n, KERNEL) for n in NODES]
+    expected += [(tmp_path / "sim" / n / "train.log", n, TRAINING) for n in NODES]
+    expected += [(tmp_path / "sim" / CONTROLLER / "slurmctld.log", CONTROLLER, SCHEDULER)]
+
+    assert cluster.log_files() == expected
     for node in NODES:
-        log = cluster.nodes[node].kernel_log
-        assert log == tmp_path / "sim" / node / "kern.log"
-        assert log.read_text() == ""
+        assert cluster.nodes[node].kernel_log == tmp_path / "sim" / node / "kern.log"
+        assert cluster.nodes[node].training_log == tmp_path / "sim" / node / "train.log"
+    for path, _, _ in expected:
+        assert path.read_text() == ""
 
 
-def test_faults_with_an_example_line_are_injectable(library: FaultLibrary, tmp_path: Path) -> None:
-    silent = library.get("host.edac_ue").model_copy(update={"example": None})
-    modes = [silent if m.id == silent.id else m for m in library]
-    cluster = SimCluster(FaultLibrary(modes), tmp_path, nodes=1, gpus_per_node=1)
+def test_every_mode_with_an_effect_is_injectable(
+    cluster: SimCluster, library: FaultLibrary
+) -> None:
+    injectable = [m.id for m in cluster.injectable()]
 
-    assert {m.id for m in cluster.injectable()} == set(library.ids) - {"host.edac_ue"}
-    with pytest.raises(InjectError, match=r"unknown fault 'host\.edac_ue'"):
-        cluster.inject("host.edac_ue", "node:gpu-a-001", T1)
+    assert injectable == [m.id for m in library if effect_for(m) is not None]
+    # Modes without an example line play too, through what they do to telemetry...
+    assert {"job.straggler", "net.ib.port_errors", "storage.slow_io"} <= set(injectable)
+    # ...and the ones the simulator cannot express are refused by name.
+    for fault in ("job.checkpoint_slow", "sched.slurm.node_down"):
+        assert fault in library
+        assert fault not in injectable
+        with pytest.raises(InjectError, match=rf"unknown fault '{re.escape(fault)}'"):
+            cluster.inject(fault, "node:gpu-a-001", T1)
+
+
+def test_a_mode_the_simulator_does_not_know_plays_its_example_line(
+    library: FaultLibrary, tmp_path: Path
+) -> None:
+    base = library.get("net.ib.port_errors")
+    logged = base.model_copy(update={"id": "net.ib.custom", "example": "mlx5: odd {node}"})
+    silent = base.model_copy(update={"id": "net.ib.silent"})
+    cluster = SimCluster(FaultLibrary([*library, logged, silent]), tmp_path, nodes=1)
+
+    assert "net.ib.silent" not in {m.id for m in cluster.injectable()}
+    injection = cluster.inject("net.ib.custom", "node:gpu-a-001", T1)
+    assert injection.log_line.endswith(" gpu-a-001 kernel: mlx5: odd gpu-a-001")
+    assert injection.truth is not None
+    assert injection.truth.nodes == ("gpu-a-001",)
 
 
 def test_exposition_has_every_dcgm_metric_for_every_gpu(cluster: SimCluster) -> None:
     families = list(text_string_to_metric_families(cluster.exposition("gpu-a-001")))
 
-    assert [(f.name, f.type) for f in families] == [(m, kind) for m, kind, _ in GPU_METRICS]
+    assert [(f.name, f.type) for f in families] == [(m, kind) for m, kind, *_ in GPU_FAMILIES]
     for family in families:
         assert sorted(int(s.labels["gpu"]) for s in family.samples) == list(range(GPUS))
 
@@ -83,13 +119,13 @@ def test_exposition_carries_dcgm_exporter_labels(cluster: SimCluster) -> None:
         for gpu in range(GPUS):
             labels, _ = samples[("DCGM_FI_DEV_GPU_TEMP", str(gpu))]
             assert labels["Hostname"] == node
-            assert labels["pci_bus_id"] == HGX_PCI_BUS_IDS[gpu]
+            assert labels["pci_bus_id"] == GPU_PCI[gpu]
             assert labels["device"] == f"nvidia{gpu}"
             assert labels["modelName"] == "NVIDIA H100 80GB HBM3"
             assert UUID.match(labels["UUID"]), labels["UUID"]
             uuids.add(labels["UUID"])
             # Every metric of one GPU carries the same identity.
-            for metric, _, _ in GPU_METRICS:
+            for metric, *_ in GPU_FAMILIES:
                 assert samples[(metric, str(gpu))][0] == labels
     assert len(uuids) == len(NODES) * GPUS
 
@@ -121,7 +157,7 @@ def test_step_changes_the_noisy_metrics_and_keeps_counters_monotonic(
     for key in before:
         if key[0] in ("DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_MEM_CLOCK"):
             assert after[key][1] == before[key][1]
-    counters = [m for m, kind, _ in GPU_METRICS if kind == "counter"]
+    counters = [m for m, kind, *_ in GPU_FAMILIES if kind == "counter"]
     for earlier, later in itertools.pairwise(steps):
         for metric in counters:
             for g in map(str, range(GPUS)):
@@ -222,7 +258,7 @@ def test_xid_48_counts_a_double_bit_ecc_error(cluster: SimCluster) -> None:
     assert after == [b + (1 if g == 6 else 0) for g, b in enumerate(before)]
 
 
-def test_host_fault_on_a_node_writes_its_line_and_leaves_gpus_alone(cluster: SimCluster) -> None:
+def test_oom_kill_writes_its_line_and_the_job_dies_on_the_next_step(cluster: SimCluster) -> None:
     before = cluster.exposition("gpu-a-002")
 
     injection = cluster.inject("host.oom_kill", "node:gpu-a-002", T1)
@@ -230,7 +266,84 @@ def test_host_fault_on_a_node_writes_its_line_and_leaves_gpus_alone(cluster: Sim
     match = JOURNAL_LINE.match(injection.log_line)
     assert match, injection.log_line
     assert re.match(r"Out of memory: Killed process \d+ \(python\)", match["message"])
+    # Consequences wait for step(): until then nothing else has changed.
     assert cluster.exposition("gpu-a-002") == before
+    assert cluster.trainer("gpu-a-001") is not None
+
+    cluster.step(T1 + Timing().crash_propagation_s + 0.5)
+
+    for node in NODES:
+        assert cluster.trainer(node) is None
+        utils = [_value(cluster, node, "DCGM_FI_DEV_GPU_UTIL", g) for g in range(GPUS)]
+        assert max(utils) <= 2, node
+    # The peer, not the node whose process was killed, reports the collective failure.
+    assert cluster.nodes["gpu-a-002"].training_log.read_text() == ""
+    (line,) = cluster.nodes["gpu-a-001"].training_log.read_text().splitlines()
+    assert "[Rank 0] RuntimeError: NCCL error" in line
+
+
+def test_injection_carries_the_ground_truth(cluster: SimCluster) -> None:
+    injection = cluster.inject("gpu.xid.13", "gpu:gpu-a-001/2", T1, duration_s=120.0,
+                               scenario="xid13")
+
+    truth = injection.truth
+    assert truth is not None
+    assert (truth.scenario, truth.fault_id, truth.layer, truth.root_entity) == (
+        "xid13", "gpu.xid.13", "compute", "gpu:gpu-a-001/2")
+    assert (truth.onset, truth.end) == (T1, T1 + 120.0)
+    assert truth.nodes == NODES  # a crash takes the whole job down
+    ranks = {f"rank:llm-8b-01/{r}" for r in range(16)}
+    assert set(truth.affected) == {"gpu:gpu-a-001/2", "node:gpu-a-001", "node:gpu-a-002",
+                                   "job:llm-8b-01", "pod:train/llm-8b-01-worker-0",
+                                   "pod:train/llm-8b-01-worker-1"} | ranks
+
+
+def test_a_fault_heals_when_its_duration_ends(cluster: SimCluster) -> None:
+    cluster.inject("gpu.xid.79", "gpu:gpu-a-001/5", T1, duration_s=60.0)
+    cluster.step(T1 + Timing().nccl_timeout_s + 1)
+    assert cluster.trainer("gpu-a-002") is None
+    assert ("DCGM_FI_DEV_GPU_TEMP", "5") not in _samples(cluster.exposition("gpu-a-001"))
+
+    cluster.step(T1 + 60)
+
+    assert ("DCGM_FI_DEV_GPU_TEMP", "5") in _samples(cluster.exposition("gpu-a-001"))
+    assert _value(cluster, "gpu-a-001", "DCGM_FI_DEV_XID_ERRORS", 5) == 0
+    assert cluster.trainer("gpu-a-001") is not None
+    assert cluster.trainer("gpu-a-002") is not None
+
+
+def test_routine_training_lines_come_every_log_interval(
+    library: FaultLibrary, tmp_path: Path
+) -> None:
+    cluster = SimCluster(library, tmp_path, nodes=2, now=T1, log_interval_s=10.0)
+    for k in range(1, 7):
+        cluster.step(T1 + 5 * k)
+
+    lines = cluster.nodes["gpu-a-001"].training_log.read_text().splitlines()
+    assert len(lines) == 3  # at +10, +20 and +30 s
+    iterations = [int(m[1]) for line in lines if (m := re.search(r"iteration (\d+) \|", line))]
+    assert len(iterations) == 3
+    assert iterations == sorted(iterations) and iterations[0] > 0
+    assert all(re.search(r"\| step time \d+\.\d{3} s \| loss \d+\.\d{4} \|", x) for x in lines)
+    # Rank 0 speaks for the job; the other node writes nothing.
+    assert cluster.nodes["gpu-a-002"].training_log.read_text() == ""
+
+
+def test_kernel_noise_is_only_harmless_known_lines(library: FaultLibrary, tmp_path: Path) -> None:
+    cluster = SimCluster(library, tmp_path, spec=ClusterSpec(racks=1, nodes_per_rack=8),
+                         now=T1, log_interval_s=10.0)
+    for k in range(1, 41):
+        cluster.step(T1 + 10 * k)
+
+    messages = []
+    for node in cluster.nodes.values():
+        for line in node.kernel_log.read_text().splitlines():
+            match = JOURNAL_LINE.match(line)
+            assert match, line
+            messages.append(match["message"])
+    # 2% of 8 nodes over 40 intervals: a few lines, never a fault's.
+    assert 1 <= len(messages) <= 20
+    assert set(messages) <= set(KERNEL_NOISE)
 
 
 def test_unknown_fault_lists_the_valid_ones(cluster: SimCluster) -> None:
@@ -254,12 +367,37 @@ def test_unknown_target_for_a_gpu_fault_lists_the_gpus(cluster: SimCluster) -> N
     assert listed == {e for e in cluster.entities() if e.startswith("gpu:")}
 
 
-def test_unknown_target_for_a_host_fault_lists_nodes_and_gpus(cluster: SimCluster) -> None:
+@pytest.mark.parametrize(
+    ("fault", "kind", "valid"),
+    [
+        ("host.oom_kill", "node", {"node:gpu-a-001", "node:gpu-a-002"}),
+        ("net.ib.link_down", "nic", {f"nic:{n}/mlx5_{k}" for n in NODES for k in range(8)}),
+        ("net.ib.port_errors", "switch", {f"switch:leaf-1-{k}" for k in range(8)}),
+        ("storage.slow_io", "storage", {"storage:pfs-1", "storage:obj-1"}),
+        ("job.cuda_oom", "job", {"job:llm-8b-01"}),
+    ],
+)
+def test_unknown_target_lists_the_entities_of_the_faults_kind(
+    cluster: SimCluster, fault: str, kind: str, valid: set[str]
+) -> None:
     with pytest.raises(InjectError) as raised:
-        cluster.inject("host.oom_kill", "node:nowhere", T1)
+        cluster.inject(fault, "gpu:gpu-a-001/0", T1)
 
-    listed = set(str(raised.value).split("one of: ")[1].split(", "))
-    assert listed == set(cluster.entities())
+    message = str(raised.value)
+    assert message.startswith(f"unknown target 'gpu:gpu-a-001/0'; {fault} is injected at a {kind}")
+    assert set(message.split("one of: ")[1].split(", ")) == valid
+
+
+def test_a_long_list_of_valid_targets_is_cut_short(library: FaultLibrary, tmp_path: Path) -> None:
+    cluster = SimCluster(library, tmp_path, nodes=8)
+
+    with pytest.raises(InjectError) as raised:
+        cluster.inject("gpu.xid.79", "gpu:gpu-a-009/0", T1)
+
+    listed, _, rest = str(raised.value).split("one of: ")[1].partition(" … ")
+    gpus = [e for e in cluster.entities() if e.startswith("gpu:")]
+    assert listed.split(", ") == gpus[:40]
+    assert rest == "(64 in all)"
 
 
 @pytest.mark.parametrize("target", ["gpu:gpu-a-001/8", "gpu:gpu-a-001", "gpu-a-001", ""])
@@ -269,7 +407,8 @@ def test_malformed_or_missing_gpu_target_is_rejected(cluster: SimCluster, target
 
 
 def test_gpu_fault_on_a_node_target_is_rejected(cluster: SimCluster) -> None:
-    with pytest.raises(InjectError, match=r"node:gpu-a-001 is a node; this fault needs a GPU"):
+    expected = r"^unknown target 'node:gpu-a-001'; gpu\.xid\.79 is injected at a gpu, one of: "
+    with pytest.raises(InjectError, match=expected):
         cluster.inject("gpu.xid.79", "node:gpu-a-001", T1)
 
     assert _log_lines(cluster, "gpu-a-001") == []

@@ -34,7 +34,7 @@ def test_config_check_names_every_bad_key() -> None:
     path = FIXTURES / "bad_settings.yaml"
     result = runner.invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 1
-    assert f"{path}:5: sim.racks: unknown key" in result.output.replace("\n", "")
+    assert f"{path}:5: sim.shelves: unknown key" in result.output.replace("\n", "")
     assert "kafka.partitions" in result.output
 
 

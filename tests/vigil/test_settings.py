@@ -63,7 +63,7 @@ def test_every_problem_is_reported_with_key_file_and_line() -> None:
     text = "\n".join(problems)
     assert f"{path}:2: kafka.partitions:" in text
     assert f"{path}:4: sim.nodes: Input should be greater than or equal to 1" in text
-    assert f"{path}:5: sim.racks: unknown key" in text
+    assert f"{path}:5: sim.shelves: unknown key" in text
     assert f"{path}:8: colour: unknown key" in text
 
 
