@@ -66,7 +66,7 @@ class BenchPlan:
     @classmethod
     def quick(cls, seed: int) -> BenchPlan:
         return cls(nodes=16, racks=2, jobs=2, random_scenarios=4, seed=seed, observe_s=10.0,
-                   gap_s=6.0, healthy_s=30.0, interval_s=2.0, timing=QUICK_TIMING)
+                   gap_s=6.0, healthy_s=24.0, interval_s=2.0, timing=QUICK_TIMING)
 
     @classmethod
     def full(cls, nodes: int, scenarios: int, seed: int) -> BenchPlan:
