@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vigil.diagnosis.library import FaultLibrary, FaultMode
 from vigil.sim.effects import CONTROLLER, Context, Timing, effect_for, target_kind
+from vigil.sim.events import EventLog
 from vigil.sim.logs import KERNEL, SCHEDULER, TRAINING, LogWriter
 from vigil.sim.telemetry import Telemetry
 from vigil.sim.topology import GPU_PCI, ClusterSpec, SimTopology, build_topology
@@ -89,8 +90,9 @@ class SimCluster:
         self._seq = itertools.count()
         self._active: list[_Active] = []
         self._last_log = now
+        self.events = EventLog()
         self.ctx = Context(self.topo, self.tel, self.logs, self, timing or Timing(),
-                           itertools.count(4001))
+                           itertools.count(4001), self.events)
         self.nodes = {
             n: NodeView(n, self.spec.gpus_per_node, self.logs.touch(n, KERNEL),
                         self.logs.touch(n, TRAINING))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vigil.diagnosis.library import FaultMode
+from vigil.sim.events import EventLog
 from vigil.sim.logs import KERNEL, SCHEDULER, TRAINING, LogWriter
 from vigil.sim.telemetry import ACTIVE, DOWN, Telemetry
 from vigil.sim.topology import GPU_PCI, NIC_PCI, SimTopology
@@ -64,6 +65,7 @@ class Context:
     schedule: Scheduler
     timing: Timing
     pids: itertools.count[int]
+    events: EventLog
 
     def line(self, mode: FaultMode, host: str, source: str, now: float, **fill: object) -> str:
         assert mode.example is not None
@@ -280,6 +282,8 @@ class NodeNotResponding(Effect):
         node = _node_of(ctx.topo, target)
         ctx.tel.unreachable[ctx.topo.index[node]] = True
         ctx.line(mode, CONTROLLER, SCHEDULER, now, node=node)
+        ctx.events.emit(now, "Warning", "Node", node, "NodeNotReady",
+                        "Node is not ready: kubelet stopped posting node status")
         affected = Affected(entities={target})
         affected.add_node(ctx.topo, node)
         _fail_job(ctx, node, now + ctx.timing.nccl_timeout_s, "timeout", affected)
@@ -288,6 +292,7 @@ class NodeNotResponding(Effect):
     def heal(self, ctx: Context, mode: FaultMode, target: str, now: float) -> None:
         node = _node_of(ctx.topo, target)
         ctx.tel.unreachable[ctx.topo.index[node]] = False
+        ctx.events.emit(now, "Normal", "Node", node, "NodeReady", "Node is ready")
         _restart_job(ctx, node)
 
 
@@ -356,7 +361,11 @@ def _fail_job(ctx: Context, origin: str, when: float, how: str, affected: Affect
                     if how == "timeout" else NCCL_REMOTE.format(rank=rank))
             ctx.logs.write(node, TRAINING, now, text)
         for node in job.nodes:
-            ctx.tel.job_running[ctx.topo.index[node]] = False
+            i = ctx.topo.index[node]
+            if ctx.tel.job_running[i]:
+                ctx.events.emit(now, "Warning", "Pod", job.pod(node).removeprefix("pod:"),
+                                "Failed", f"container trainer exited with code 1 on {node}")
+            ctx.tel.job_running[i] = False
 
     ctx.schedule.at(when, fail)
 
@@ -365,7 +374,12 @@ def _restart_job(ctx: Context, node: str) -> None:
     name = ctx.topo.job_of.get(node)
     if name is None:
         return
-    rows = [ctx.topo.index[n] for n in ctx.topo.job(name).nodes]
+    job = ctx.topo.job(name)
+    for n in job.nodes:
+        if not ctx.tel.job_running[ctx.topo.index[n]]:
+            ctx.events.emit(ctx.tel.now, "Normal", "Pod", job.pod(n).removeprefix("pod:"),
+                            "Started", f"restarted container trainer on {n}")
+    rows = [ctx.topo.index[n] for n in job.nodes]
     ctx.tel.job_running[rows] = True
     ctx.tel.gpu_idle[rows] = False
 

@@ -4,6 +4,7 @@ GET  /nodes/NODE/metrics                NODE's GPUs, as dcgm-exporter serves the
 GET  /nodes/NODE/node-exporter/metrics  NODE's host and InfiniBand ports, as node-exporter does
 GET  /nodes/NODE/trainer/metrics        the training job's metrics on NODE (404: no job there)
 GET  /storage/SYSTEM/metrics            a shared storage system's exporter
+GET  /events?since=SEQ     cluster events after SEQ, one JSON object a line (a watch, polled)
 GET  /targets              every endpoint and log file (a discovery file)
 An unreachable node (a fault) answers 503 on all its endpoints, as a dead host times out.
 GET  /faults               the fault modes that can be injected, and the valid targets
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.parse
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -81,6 +83,15 @@ def _handler_for(cluster: SimCluster, clock: SimClock) -> type[BaseHTTPRequestHa
                     self._send_json(404, {"error": f"no storage system {parts[1]!r}"})
                     return
                 self._send_text(cluster.storage(parts[1]))
+            elif parts == ["events"]:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                try:
+                    since = int(query.get("since", ["0"])[0])
+                except ValueError:
+                    self._send_json(400, {"error": "query parameter 'since' must be an integer"})
+                    return
+                lines = "".join(json.dumps(asdict(e)) + "\n" for e in cluster.events.since(since))
+                self._send(200, lines.encode(), "application/x-ndjson")
             elif parts == ["targets"]:
                 self._send_json(200, _targets(cluster))
             elif parts == ["faults"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -368,3 +369,22 @@ def test_shutdown_without_start_releases_the_port(cluster: SimCluster) -> None:
 
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/targets", trust_env=False, timeout=2.0)
+
+
+
+def test_events_are_a_resumable_stream(client: httpx.Client, served: SimCluster) -> None:
+    """A crashed job's pods and an unreachable node show up as Kubernetes-style events."""
+    start = served.events.last_seq
+    served.inject("sched.slurm.node_not_responding", "node:gpu-a-002", served.tel.now)
+    served.step(served.tel.now + served.ctx.timing.nccl_timeout_s + 1)
+    response = client.get("/events", params={"since": start})
+    assert response.status_code == 200
+    events = [json.loads(line) for line in response.text.splitlines()]
+    assert [(e["kind"], e["reason"]) for e in events][:1] == [("Node", "NodeNotReady")]
+    assert {e["reason"] for e in events if e["kind"] == "Pod"} == {"Failed"}
+    last = events[-1]["seq"]
+    assert client.get("/events", params={"since": last}).text == ""
+    served.heal_all(served.tel.now)
+    after = client.get("/events", params={"since": last}).text.splitlines()
+    assert {json.loads(x)["reason"] for x in after} == {"NodeReady", "Started"}
+    assert client.get("/events", params={"since": "yesterday"}).status_code == 400
