@@ -69,11 +69,11 @@ class BenchPlan:
                    gap_s=6.0, healthy_s=24.0, interval_s=2.0, timing=QUICK_TIMING)
 
     @classmethod
-    def full(cls, nodes: int, scenarios: int, seed: int) -> BenchPlan:
+    def full(cls, nodes: int, scenarios: int, seed: int, healthy_s: float = 120.0) -> BenchPlan:
         racks = max(1, nodes // 16)
         return cls(nodes=racks * (nodes // racks), racks=racks, jobs=max(1, nodes // 16),
                    random_scenarios=scenarios, seed=seed, observe_s=20.0, gap_s=6.0,
-                   healthy_s=120.0, interval_s=2.0, timing=QUICK_TIMING)
+                   healthy_s=healthy_s, interval_s=2.0, timing=QUICK_TIMING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,9 @@ class BenchResult:
         out: dict[str, float | int | str | None] = {
             "scenarios": self.scenarios, "alerts_total": self.alerts,
             "incidents_total": self.incidents, "wall_s": round(self.wall_s, 1),
+            # More than 1 means one fault scattered into several incidents.
+            "incidents_per_fault": (round(self.incidents / self.scores.overall.faults, 2)
+                                    if self.scores.overall.faults else None),
         }
         out.update(self.scores.flat())
         out["report"] = str(self.report)

@@ -257,6 +257,8 @@ def bench_diagnosis(
         min=0, help="Scenarios drawn from the published fault mix, besides the shipped "
         "ones (ignored with --quick).")] = 20,
     seed: Annotated[int, typer.Option(help="Seed for targets, the mix and noise.")] = 7,
+    healthy: Annotated[float, typer.Option(
+        min=0, help="Fault-free seconds first, for false alerts (ignored with --quick).")] = 120,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Folder for truth, store, report (default .vigil/bench/...).")] = None,
     as_json: JsonOption = False,
@@ -264,7 +266,7 @@ def bench_diagnosis(
     """Run fault scenarios through the real pipeline and score detection and root cause."""
     from vigil.ui.bench_diagnosis import BenchPlan, run_benchmark
 
-    plan = BenchPlan.quick(seed) if quick else BenchPlan.full(nodes, scenarios, seed)
+    plan = BenchPlan.quick(seed) if quick else BenchPlan.full(nodes, scenarios, seed, healthy)
     folder = out_dir or Path(".vigil") / "bench" / time.strftime("diagnosis-%Y%m%d-%H%M%S")
     vlog.configure("warning", stream=_open_log(folder))
     with err.status("starting…") as status:
