@@ -10,12 +10,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
+from vigil.ui.cli_bench import bench_app
+from vigil.ui.cli_common import ConfigOption, JsonOption, fail, out
 from vigil.ui.runstate import read_state
 from vigil.ui.views import incident_row
 
@@ -26,35 +27,20 @@ from vigil.store import Store
 
 app = typer.Typer(help="Vigil: fault detection, diagnosis and recovery for AI clusters.",
                   no_args_is_help=True, add_completion=False)
-sim_app = typer.Typer(help="Drive the simulated cluster that `vigil up` runs.",
+sim_app = typer.Typer(help="The simulated cluster: serve one, inject faults, list them.",
                       no_args_is_help=True)
 config_app = typer.Typer(help="Check settings files.", no_args_is_help=True)
-bench_app = typer.Typer(help="Measure Vigil: figures, never pass/fail.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 
-out = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML settings file (default: $VIGIL_CONFIG).",
-                 exists=False, dir_okay=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except SettingsError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -69,7 +55,7 @@ def up(
     settings = _settings(config)
     vlog.configure(settings.log_level, stream=_log_file(settings))
     if (running := read_state(settings.data_dir)) is not None:
-        _fail(f"Vigil already runs with data dir {settings.data_dir} (pid {running.pid}); "
+        fail(f"Vigil already runs with data dir {settings.data_dir} (pid {running.pid}); "
               "stop it first or pass another VIGIL_DATA_DIR")
     runtime = Runtime(settings)
     stop = threading.Event()
@@ -87,7 +73,7 @@ def up(
             state = runtime.start(on_step=show)
     except Exception as exc:
         runtime.shutdown()
-        _fail(f"start-up failed: {exc}\n  logs: {settings.data_dir.resolve() / 'vigil.log'}")
+        fail(f"start-up failed: {exc}\n  logs: {settings.data_dir.resolve() / 'vigil.log'}")
     out.print(f"[bold green]Vigil ready[/bold green] in {time.monotonic() - t0:.1f} s.")
     if state.console_url:
         out.print(f"  console  {state.console_url}")
@@ -149,7 +135,7 @@ def incidents(
     """List incidents, newest first."""
     settings = _settings(config)
     if state not in ("open", "resolved", "all"):
-        _fail(f"--state must be open, resolved or all, not {state!r}")
+        fail(f"--state must be open, resolved or all, not {state!r}")
     wanted = None if state == "all" else IncidentState(state)
     if not _store_exists(settings.database_url):
         print("[]") if as_json else out.print("No incidents (no store yet; start `vigil up`).")
@@ -215,7 +201,7 @@ def sim_run(
     from vigil.ui.sim_run import run_sim
 
     if nodes % racks:
-        _fail(f"--nodes ({nodes}) must be a multiple of --racks ({racks})")
+        fail(f"--nodes ({nodes}) must be a multiple of --racks ({racks})")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -225,9 +211,9 @@ def sim_run(
         run_sim(spec, out_dir, "127.0.0.1", port, interval, speed, scenario, stop,
                 say=lambda text: out.print(text, highlight=False, markup=False))
     except ScenarioError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot serve on port {port}: {exc.strerror}")
+        fail(f"cannot serve on port {port}: {exc.strerror}")
 
 
 @sim_app.command("faults")
@@ -247,84 +233,15 @@ def sim_faults(config: ConfigOption = None, as_json: JsonOption = False) -> None
     out.print(f"targets: {', '.join(data['targets'])}", highlight=False)
 
 
-@bench_app.command("diagnosis")
-def bench_diagnosis(
-    quick: Annotated[bool, typer.Option(
-        "--quick",
-        help="16 nodes, the shipped scenarios and 4 drawn ones; under 5 minutes.")] = False,
-    nodes: Annotated[int, typer.Option(min=4, help="Cluster size (ignored with --quick).")] = 64,
-    scenarios: Annotated[int, typer.Option(
-        min=0, help="Scenarios drawn from the published fault mix, besides the shipped "
-        "ones (ignored with --quick).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed for targets, the mix and noise.")] = 7,
-    healthy: Annotated[float, typer.Option(
-        min=0, help="Fault-free seconds first, for false alerts (ignored with --quick).")] = 120,
-    out_dir: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for truth, store, report (default .vigil/bench/...).")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Run fault scenarios through the real pipeline and score detection and root cause."""
-    from vigil.ui.bench_diagnosis import BenchPlan, run_benchmark
-
-    plan = BenchPlan.quick(seed) if quick else BenchPlan.full(nodes, scenarios, seed, healthy)
-    folder = out_dir or Path(".vigil") / "bench" / time.strftime("diagnosis-%Y%m%d-%H%M%S")
-    vlog.configure("warning", stream=_open_log(folder))
-    with err.status("starting…") as status:
-        def progress(what: str, done: int, total: int) -> None:
-            status.update(f"scenario {done}/{total}: {what}")
-
-        result = run_benchmark(plan, folder, progress)
-    figures = result.flat()
-    if as_json:
-        print(json.dumps(figures))
-        return
-    table = Table(title=f"Diagnosis benchmark ({plan.nodes} nodes, {result.scenarios} scenarios,"
-                        f" {result.wall_s:.0f} s)", box=box.SIMPLE_HEAD)
-    table.add_column("layer")
-    for column in ("faults", "recall", "precision", "first alert p50", "top-1", "top-3"):
-        table.add_column(column, justify="right")
-    layers = [("overall", result.scores.overall), *sorted(result.scores.by_layer.items())]
-    for name, s in layers:
-        table.add_row(name, str(s.faults), _pct(s.recall), _pct(s.precision),
-                      _secs(s.alert_latency_p50_s), _pct(s.root_cause_top1),
-                      _pct(s.root_cause_top3))
-    out.print(table)
-    out.print(f"false alerts per 1000 node-hours: "
-              f"{figures.get('false_alerts_per_1000_node_hours')}; report: {result.report}")
-
-
-@bench_app.command("sim")
-def bench_sim(
-    nodes: Annotated[int, typer.Option(min=1, help="Nodes (8 GPUs each).")] = 1024,
-    steps: Annotated[int, typer.Option(min=1, help="Steps to time.")] = 6,
-    interval: Annotated[float, typer.Option(help="Sampling interval, seconds.")] = 10.0,
-    as_json: JsonOption = False,
-) -> None:
-    """CPU cost of simulating a cluster of NODES at INTERVAL, every endpoint rendered."""
-    from vigil.sim.cost import measure
-    from vigil.sim.topology import ClusterSpec
-
-    racks = max(1, nodes // 32)
-    if nodes % racks:
-        racks = 1
-    cost = measure(ClusterSpec(racks=racks, nodes_per_rack=nodes // racks,
-                               jobs=max(1, nodes // 64)), steps, interval)
-    if as_json:
-        print(json.dumps(cost.flat()))
-        return
-    for key, value in cost.flat().items():
-        out.print(f"{key:<26} {value}", highlight=False)
-
-
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="YAML settings file.")]) -> None:
     """Validate FILE (with the environment applied) and report every problem with its key."""
     if not file.is_file():
-        _fail(f"{file}: no such file")
+        fail(f"{file}: no such file")
     try:
         load_settings(file)
     except SettingsError as exc:
-        _fail(str(exc), code=1)
+        fail(str(exc), code=1)
     out.print(f"{file}: OK")
 
 
@@ -332,7 +249,7 @@ def _sim_call(config: Path | None, path: str, body: dict[str, str] | None) -> An
     settings = _settings(config)
     state = read_state(settings.data_dir)
     if state is None or state.sim_url is None:
-        _fail(f"no simulation is running with data dir {settings.data_dir}; start `vigil up`")
+        fail(f"no simulation is running with data dir {settings.data_dir}; start `vigil up`")
     request = urllib.request.Request(
         state.sim_url + path, method="POST" if body is not None else "GET",
         data=json.dumps(body).encode() if body is not None else None,
@@ -345,22 +262,9 @@ def _sim_call(config: Path | None, path: str, body: dict[str, str] | None) -> An
             reason = json.loads(exc.read()).get("error", exc.reason)
         except (json.JSONDecodeError, AttributeError):
             reason = exc.reason
-        _fail(str(reason))
+        fail(str(reason))
     except OSError as exc:
-        _fail(f"the simulation at {state.sim_url} does not answer: {exc}")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
-
-
-def _open_log(folder: Path) -> Any:
-    folder.mkdir(parents=True, exist_ok=True)
-    return (folder / "vigil.log").open("a", buffering=1)
+        fail(f"the simulation at {state.sim_url} does not answer: {exc}")
 
 
 def _log_file(settings: Settings) -> Any:

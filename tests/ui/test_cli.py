@@ -85,3 +85,27 @@ def test_commands_that_need_a_running_vigil_say_so() -> None:
     status = runner.invoke(app, ["status", "--json"])
     assert status.exit_code == 1
     assert json.loads(status.output) == {"running": False}
+
+
+def test_bench_sim_json_is_one_flat_object() -> None:
+    result = runner.invoke(app, ["bench", "sim", "--nodes", "8", "--steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["nodes"] == 8 and figures["gpus"] == 64 and figures["steps"] == 2
+    assert all(isinstance(v, (int, float)) for v in figures.values())
+    assert figures["cpu_ms_per_node_per_step"] > 0
+
+
+def test_sim_run_refuses_racks_that_do_not_divide_nodes() -> None:
+    result = runner.invoke(app, ["sim", "run", "--nodes", "10", "--racks", "3"])
+    assert result.exit_code == 2
+    assert "multiple of --racks" in result.output
+
+
+def test_sim_run_names_a_bad_scenario_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfaults:\n  - fault: gpu.xid.7\n    target: 'gpu:*'\n")
+    result = runner.invoke(app, ["sim", "run", "--nodes", "4", "--port", "0", "--scenario",
+                                 str(bad), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "unknown fault 'gpu.xid.7'" in result.output
