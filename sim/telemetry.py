@@ -229,15 +229,17 @@ class Telemetry:
         )
 
 
+def gpu_uuid(node: str, gpu: int) -> str:
+    """A stable, made-up GPU UUID in NVIDIA's format, the same in every run."""
+    rng = np.random.default_rng([zlib.crc32(node.encode()), gpu])
+    h = "".join(f"{b:02x}" for b in rng.integers(0, 256, 16))
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _gpu_labels(node: str, gpus: int) -> list[str]:
-    rng = np.random.default_rng(zlib.crc32(node.encode()))
-    out = []
-    for g in range(gpus):
-        h = "".join(f"{b:02x}" for b in rng.integers(0, 256, 16))
-        uuid = f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        out.append(f'gpu="{g}",UUID="{uuid}",pci_bus_id="{GPU_PCI[g]}",device="nvidia{g}",'
-                   f'modelName="{MODEL_NAME}",Hostname="{node}"')
-    return out
+    return [f'gpu="{g}",UUID="{gpu_uuid(node, g)}",pci_bus_id="{GPU_PCI[g]}",'
+            f'device="nvidia{g}",modelName="{MODEL_NAME}",Hostname="{node}"'
+            for g in range(gpus)]
 
 
 def _base_step(job: str) -> float:

@@ -17,6 +17,7 @@ from rich import box
 from rich.table import Table
 from vigil.ui.cli_bench import bench_app
 from vigil.ui.cli_common import ConfigOption, JsonOption, fail, out
+from vigil.ui.cli_topo import topo_app
 from vigil.ui.runstate import read_state
 from vigil.ui.views import incident_row
 
@@ -33,6 +34,7 @@ config_app = typer.Typer(help="Check settings files.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
+app.add_typer(topo_app, name="topo")
 
 
 

@@ -86,6 +86,25 @@ def bench_sim(
         out.print(f"{key:<26} {value}", highlight=False)
 
 
+@bench_app.command("topology")
+def bench_topology(
+    gpus: Annotated[int, typer.Option(min=8, help="GPUs in the generated cluster.")] = 100_000,
+    samples: Annotated[int, typer.Option(min=1, help="Timed calls per query.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed for the entities queried.")] = 7,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a GPUS-GPU cluster graph; time build, snapshot, memory and every query."""
+    from vigil.ui.bench_topology import run
+
+    with err.status("starting…") as status:
+        figures = run(gpus, samples, seed, progress=status.update)
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        out.print(f"{key:<34} {value}", highlight=False)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 

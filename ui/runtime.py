@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import yaml
 from vigil.collectors.log_file import LogFileCollector
 from vigil.collectors.prometheus_scrape import PrometheusScrapeCollector
 from vigil.diagnosis.correlate import Correlator
@@ -22,6 +23,7 @@ from vigil.diagnosis.library import load_library
 from vigil.diagnosis.registry import build_detectors
 from vigil.sim.clock import SimClock
 from vigil.sim.cluster import SimCluster
+from vigil.sim.inventory_export import to_inventory
 from vigil.sim.server import SimServer
 from vigil.sim.topology import ClusterSpec
 from vigil.ui.runstate import RunState, clear_state
@@ -184,6 +186,8 @@ class Runtime:
                              log_interval_s=max(s.interval_s, 10.0))
         self.sim = SimServer(cluster, s.host, s.port, s.interval_s, clock)
         self._launch(self.sim)
+        (self.data_dir / "inventory.yaml").write_text(
+            yaml.safe_dump(to_inventory(cluster.topo), sort_keys=False))
         speed = f", {s.speed:g}x real time" if s.speed != 1 else ""
         return (f"{s.nodes} nodes x {s.gpus_per_node} GPUs, {len(cluster.topo.jobs)} job(s) "
                 f"at {self.sim.url}{speed}")

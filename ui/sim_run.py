@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import yaml
 from vigil.diagnosis.library import load_library
 from vigil.sim.clock import SimClock
 from vigil.sim.cluster import SimCluster
+from vigil.sim.inventory_export import to_inventory
 from vigil.sim.scenario import Scenario, load_scenario, resolve
 from vigil.sim.server import SimServer
 from vigil.sim.topology import ClusterSpec
@@ -52,8 +54,11 @@ def run_sim(
     sim = SimServer(cluster, host, port, interval_s, clock)
     sim.start()
     (folder / "file_sd.json").write_text(json.dumps(file_sd(sim), indent=1))
+    (folder / "inventory.yaml").write_text(
+        yaml.safe_dump(to_inventory(cluster.topo), sort_keys=False))
     say(f"serving {spec.nodes} nodes ({spec.nodes * spec.gpus_per_node} GPUs) at {sim.url}")
     say(f"  Prometheus file_sd targets: {folder / 'file_sd.json'}")
+    say(f"  inventory (vigil topo … -i): {folder / 'inventory.yaml'}")
     say(f"  logs under {folder / 'logs'}")
     truth: list[TruthFault] = []
     start = clock.now()

@@ -1,0 +1,76 @@
+"""`vigil topo …` on the documented example inventory, whose answers are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+from vigil.ui.cli import app
+
+DATA = Path(__file__).parents[1] / "topology" / "data" / "inventory"
+SMALL = str(DATA / "small.yaml")
+runner = CliRunner()
+
+
+def _json(*args: str) -> object:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_validate_good_and_bad() -> None:
+    assert _json("topo", "validate", SMALL) == {"file": SMALL, "valid": True, "problems": []}
+    bad = runner.invoke(app, ["topo", "validate", str(DATA / "bad_unknown_leaf.yaml")])
+    assert bad.exit_code == 1
+    assert "unknown leaf switch 'leaf-9'" in bad.output
+
+
+def test_blast_radius_of_a_leaf() -> None:
+    found = _json("topo", "blast-radius", "switch:leaf-1", "-i", SMALL)
+    assert isinstance(found, dict)
+    assert found["by_kind"] == {"gpu": 3, "job": 1, "link": 3, "nic": 3, "rank": 2}
+    assert "gpu:gpu-b-001/0" in found["entities"]
+
+
+def test_common_dependencies_of_two_racks_nodes() -> None:
+    shared = _json("topo", "common", "node:gpu-a-001", "node:gpu-b-001", "-i", SMALL)
+    assert isinstance(shared, list)
+    names = [row["entity"] for row in shared]
+    assert "switch:leaf-1" in names and "storage:pfs-1" in names
+    assert "rack:a" not in names  # different racks
+
+
+def test_path_crosses_the_rail_and_unknown_entities_are_refused() -> None:
+    route = _json("topo", "path", "gpu:gpu-a-001/0", "gpu:gpu-b-001/0", "-i", SMALL)
+    assert isinstance(route, dict)
+    assert route["path"] == ["gpu:gpu-a-001/0", "nic:gpu-a-001/mlx5_0", "link:leaf-1/p1",
+                             "switch:leaf-1", "link:leaf-1/p3", "nic:gpu-b-001/mlx5_0",
+                             "gpu:gpu-b-001/0"]
+    assert route["hops"] == 6
+    missing = runner.invoke(app, ["topo", "path", "gpu:gpu-a-001/0", "gpu:nope/0", "-i", SMALL])
+    assert missing.exit_code == 2
+    assert "no entity 'gpu:nope/0'" in missing.output
+
+
+def test_show_lists_attrs_and_relations() -> None:
+    shown = _json("topo", "show", "gpu:gpu-a-001/0", "-i", SMALL)
+    assert isinstance(shown, dict)
+    assert shown["kind"] == "gpu"
+    assert shown["attrs"]["pci_bus_id"] == "00000000:18:00.0"
+    assert {"src": "gpu:gpu-a-001/0", "kind": "depends_on",
+            "dst": "nic:gpu-a-001/mlx5_0"} in shown["relations"]
+
+
+def test_the_simulators_inventory_validates(tmp_path: Path) -> None:
+    import yaml
+    from vigil.sim.inventory_export import to_inventory
+    from vigil.sim.topology import ClusterSpec, build_topology
+
+    path = tmp_path / "inventory.yaml"
+    topo = build_topology(ClusterSpec(racks=2, nodes_per_rack=4, jobs=2))
+    path.write_text(yaml.safe_dump(to_inventory(topo)))
+    assert _json("topo", "validate", str(path))["valid"] is True  # type: ignore[index]
+    radius = _json("topo", "blast-radius", "switch:leaf-1-3", "-i", str(path))
+    assert isinstance(radius, dict)
+    assert radius["by_kind"]["gpu"] == 8  # GPU 3 of each of the 8 nodes on rail 3
