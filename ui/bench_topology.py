@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from vigil.topology import queries
 from vigil.topology.graph import Topology
-from vigil.topology.synthetic import build_cluster
+from vigil.topology.synthetic import NODES_PER_JOB, build_cluster
 
 Progress = Callable[[str], None]
 
@@ -56,8 +56,9 @@ def run(gpus: int, samples: int, seed: int,
                 f"gpu:{host(pick(cluster.nodes))}/{int(rng.integers(8))}")
 
     def a_rank() -> str:
-        job = pick(cluster.jobs).removeprefix("job:")
-        return f"rank:{job}/{int(rng.integers(512 * 8))}"
+        i = int(rng.integers(len(cluster.nodes)))  # a node, then one of its 8 ranks
+        job, slot = divmod(i, NODES_PER_JOB)
+        return f"rank:train-{job:03d}/{slot * 8 + int(rng.integers(8))}"
 
     cases: dict[str, Callable[[], object]] = {
         "lookup_host": lambda: topo.index("host.name", host(pick(cluster.nodes))),
