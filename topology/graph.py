@@ -192,6 +192,11 @@ class Topology:
             return self._live_relations
         return int(self.view(at).number_of_edges())
 
+    def attr(self, entity_id: str, key: str) -> str | None:
+        """One attribute of an entity, without building an `Entity` (hot-path reads)."""
+        data: _NodeData | None = self._graph._node.get(entity_id)
+        return None if data is None else data["attrs"].get(key)
+
     def exists(self, entity_id: str, at: float | None = None) -> bool:
         """Whether the entity existed at `at` (now: added and not retired)."""
         data: _NodeData | None = self._graph._node.get(entity_id)

@@ -183,6 +183,11 @@ def _host_of(topo: Topology, entity: str, at: float | None) -> str | None:
     contains edges (node -> gpu) until a node is met."""
     if kind_of(entity) is EntityKind.NODE:
         return entity
+    # Fast path: what a workload runs on usually names its host (GPUs carry host.name).
+    for nbr in topo.neighbors(entity, _RUNS_ON, (), at):
+        host = topo.attr(nbr, "host.name")
+        if host is not None and topo.exists(f"node:{host}", at):
+            return f"node:{host}"
     seen = {entity}
     queue = deque([entity])
     while queue:
