@@ -17,8 +17,9 @@ PYTHON=${PYTHON:-python3}
 import sys; sys.exit(sys.version_info < (3, 11))
 PY
 
-# Real services the integration tests start themselves (Prometheus scrapes Vigil's metrics).
-DEB_PACKAGES=(prometheus)
+# Real services the integration tests start themselves: Prometheus scrapes Vigil's metrics;
+# a single-host Slurm (deploy/slurm/start.sh) feeds the topology loader.
+DEB_PACKAGES=(prometheus slurm-wlm munge)
 if [ "$DEV" = 1 ]; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -28,7 +29,9 @@ if [ "$DEV" = 1 ]; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
     # Debian starts services on install on some machines; the tests run their own copies.
-    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    for unit in prometheus slurmctld slurmd munge; do
+      $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
   fi
 fi
 
