@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,6 @@ log = logging.getLogger(__name__)
 # Exposition sample suffixes that belong to histograms and summaries, which this collector skips.
 _COUNTER_TYPES = {"counter"}
 _KEPT_TYPES = {"gauge", "counter", "untyped", "unknown"}
-_SAMPLE_NAME = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", re.M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,33 +32,35 @@ class ScrapeTarget:
 def parse_exposition(text: str, now: float) -> list[MetricSample]:
     """Gauges and counters of a Prometheus text exposition as samples stamped `now`."""
     samples: list[MetricSample] = []
-    written = set(_SAMPLE_NAME.findall(text))
     for family in text_string_to_metric_families(text):
         if family.type not in _KEPT_TYPES:
             continue
         kind: Literal["gauge", "counter"] = (
             "counter" if family.type in _COUNTER_TYPES else "gauge"
         )
+        total = _written_total(family.name, text) if kind == "counter" else ""
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue
             samples.append(MetricSample(
-                name=_as_written(s.name, written), value=float(s.value), labels=s.labels,
+                name=total or s.name, value=float(s.value), labels=s.labels,
                 timestamp=float(s.timestamp) if s.timestamp is not None else now, kind=kind,
             ))
     return samples
 
 
-def _as_written(name: str, written: set[str]) -> str:
-    """The sample name as the exporter wrote it.
+def _written_total(family: str, text: str) -> str:
+    """The name a counter family's samples were written under, when the parser renames them.
 
     prometheus_client's parser appends `_total` to every counter sample, so dcgm-exporter's
     `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL` would become `..._TOTAL_total`; Prometheus itself keeps
-    names as written, and so do we.
+    names as written, and so do we. Returns "" when the parser's name is the written one.
     """
-    if name not in written and name.endswith("_total") and name[:-6] in written:
-        return name[:-6]
-    return name
+    suffixed = family + "_total"
+    for follow in ("{", " "):
+        if f"\n{suffixed}{follow}" in text or text.startswith(suffixed + follow):
+            return ""
+    return family
 
 
 class PrometheusScrapeCollector(PollingCollector):

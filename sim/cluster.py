@@ -54,6 +54,16 @@ class NodeView:
         return GPU_PCI[gpu]
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One /metrics endpoint the simulator serves, as a scrape config would list it."""
+
+    path: str  # e.g. "/nodes/gpu-a-001/node-exporter/metrics"
+    host: str  # the node (or storage system) it describes
+    exporter: str  # "dcgm", "node_exporter", "trainer" or "storage"
+    service: str  # the real exporter it stands for, as OTel's service.name
+
+
 @dataclass(order=True)
 class _Pending:
     when: float
@@ -115,6 +125,21 @@ class SimCluster:
         out.append((self.scheduler_log, CONTROLLER, SCHEDULER))
         return out
 
+    def endpoints(self) -> list[Endpoint]:
+        """Every exporter this cluster serves: the single list the server's /targets, the
+        Prometheus file_sd and Vigil's own collectors are all made from."""
+        out: list[Endpoint] = []
+        for node in self.nodes:
+            out.append(Endpoint(f"/nodes/{node}/metrics", node, "dcgm", "dcgm-exporter"))
+            out.append(Endpoint(f"/nodes/{node}/node-exporter/metrics", node, "node_exporter",
+                                "node-exporter"))
+            if node in self.topo.job_of:
+                out.append(Endpoint(f"/nodes/{node}/trainer/metrics", node, "trainer",
+                                    "trainer"))
+        out += [Endpoint(f"/storage/{s}/metrics", s, "storage", "storage-exporter")
+                for s in self.topo.storage]
+        return out
+
     def at(self, when: float, action: Callable[[float], None]) -> None:
         heapq.heappush(self._pending, _Pending(when, next(self._seq), action))
 
@@ -157,7 +182,7 @@ class SimCluster:
         effect = effect_for(mode)
         assert effect is not None
         with self._lock:
-            before = self._log_sizes()
+            mark = self.logs.written
             scheduled = {p.seq for p in self._pending}
             affected = effect.start(self.ctx, mode, target, now)
             consequences = frozenset(p.seq for p in self._pending if p.seq not in scheduled)
@@ -166,8 +191,8 @@ class SimCluster:
                 onset=now, end=now + duration_s, affected=tuple(sorted(affected.entities)),
                 nodes=tuple(sorted(affected.nodes)))
             self._active.append(_Active(mode, target, truth, consequences))
-            line = self._first_new_line(before)
-        return Injection(fault_id, target, now, line, truth)
+            new_lines = self.logs.since(mark)
+        return Injection(fault_id, target, now, new_lines[0] if new_lines else "", truth)
 
     def heal_all(self, now: float) -> None:
         with self._lock:
@@ -193,16 +218,6 @@ class SimCluster:
                               f"one of: {', '.join(valid[:40])}"
                               + (f" … ({len(valid)} in all)" if len(valid) > 40 else ""))
 
-    def _log_sizes(self) -> dict[Path, int]:
-        return {p: p.stat().st_size for p, _, _ in self.log_files() if p.exists()}
-
-    def _first_new_line(self, before: dict[Path, int]) -> str:
-        for path, size in before.items():
-            if path.stat().st_size > size:
-                with path.open() as f:
-                    f.seek(size)
-                    return f.readline().rstrip("\n")
-        return ""
 
     # --- exposition ----------------------------------------------------------------------
     def unreachable(self, node: str) -> bool:

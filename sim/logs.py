@@ -18,6 +18,8 @@ class LogWriter:
         self.root = root
         self.max_bytes = max_bytes
         self._open: dict[Path, TextIO] = {}
+        self.written = 0  # lines written so far; `since(mark)` returns the newer ones
+        self._recent: list[str] = []
 
     def path(self, host: str, source: str) -> Path:
         return self.root / host / _FILES[source]
@@ -37,11 +39,18 @@ class LogWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             f = self._open[path] = path.open("a", buffering=1)
         f.write(line + "\n")
+        self.written += 1
+        self._recent.append(line)
+        del self._recent[:-64]  # only the last few are ever asked for
         if f.tell() > self.max_bytes:
             f.close()
             os.replace(path, path.with_name(path.name + ".1"))
             del self._open[path]
         return line
+
+    def since(self, mark: int) -> list[str]:
+        """The lines written after `written` was `mark` (at most the last 64)."""
+        return self._recent[len(self._recent) - min(self.written - mark, len(self._recent)):]
 
     def close(self) -> None:
         for f in self._open.values():

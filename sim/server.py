@@ -168,18 +168,16 @@ def _handler_for(cluster: SimCluster, clock: SimClock) -> type[BaseHTTPRequestHa
 
 def _targets(cluster: SimCluster) -> dict[str, object]:
     """Every endpoint to scrape and log file to tail, like a Prometheus file_sd + a log list."""
-    nodes = []
-    for name, view in cluster.nodes.items():
-        exporters = {"dcgm": f"/nodes/{name}/metrics",
-                     "node_exporter": f"/nodes/{name}/node-exporter/metrics"}
-        if name in cluster.topo.job_of:
-            exporters["trainer"] = f"/nodes/{name}/trainer/metrics"
-        nodes.append({"node": name, "metrics_path": exporters["dcgm"], "exporters": exporters,
-                      "logs": {"kernel": str(view.kernel_log),
-                               "training": str(view.training_log)}})
+    exporters: dict[str, dict[str, str]] = {}
+    for endpoint in cluster.endpoints():
+        exporters.setdefault(endpoint.host, {})[endpoint.exporter] = endpoint.path
+    nodes = [{"node": name, "metrics_path": exporters[name]["dcgm"],
+              "exporters": exporters[name],
+              "logs": {"kernel": str(view.kernel_log), "training": str(view.training_log)}}
+             for name, view in cluster.nodes.items()]
     return {
         "nodes": nodes,
-        "storage": [{"system": s, "metrics_path": f"/storage/{s}/metrics"}
+        "storage": [{"system": s, "metrics_path": exporters[s]["storage"]}
                     for s in cluster.topo.storage],
         "logs": [{"path": str(p), "host": h, "source": src} for p, h, src in cluster.log_files()],
     }

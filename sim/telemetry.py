@@ -106,6 +106,7 @@ class Telemetry:
         self.storage_factor = np.ones(len(topo.storage))
         self.storage_latency = np.zeros(len(topo.storage))
         self.storage_throughput = np.zeros(len(topo.storage))
+        self._job_rows = [np.array([topo.index[m] for m in job.nodes]) for job in topo.jobs]
         self._gpu_labels = [_gpu_labels(node, g) for node in topo.nodes]
         self.step(now)
 
@@ -147,8 +148,7 @@ class Telemetry:
         # Training: synchronous data parallelism, so the slowest node sets every node's pace
         compute = self.base_step * self.slowdown * rng.normal(1, 0.01, n)
         self.compute_time[:] = np.round(compute, 4)
-        for job in self.topo.jobs:
-            rows = [self.topo.index[m] for m in job.nodes]
+        for rows in self._job_rows:
             self.step_time[rows] = np.round(compute[rows].max() * 1.06, 4)
         running = self.job_running & ~self.unreachable
         self.iteration += np.where(running & (self.step_time > 0),

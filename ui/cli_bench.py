@@ -79,11 +79,7 @@ def bench_sim(
         racks = 1
     cost = measure(ClusterSpec(racks=racks, nodes_per_rack=nodes // racks,
                                jobs=max(1, nodes // 64)), steps, interval)
-    if as_json:
-        print(json.dumps(cost.flat()))
-        return
-    for key, value in cost.flat().items():
-        out.print(f"{key:<26} {value}", highlight=False)
+    _print_figures(cost.flat(), as_json)
 
 
 @bench_app.command("topology")
@@ -98,11 +94,17 @@ def bench_topology(
 
     with err.status("starting…") as status:
         figures = run(gpus, samples, seed, progress=status.update)
+    _print_figures(figures, as_json)
+
+
+def _print_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """One flat JSON object for scripts, or one aligned `name value` line each for people."""
     if as_json:
         print(json.dumps(figures))
         return
+    width = max(map(len, figures), default=0)
     for key, value in figures.items():
-        out.print(f"{key:<34} {value}", highlight=False)
+        out.print(f"{key:<{width}} {value}", highlight=False)
 
 
 def _pct(value: float | None) -> str:

@@ -23,19 +23,11 @@ from vigil.sim.truth import HealthyWindow, TruthFault, write_truth
 def file_sd(sim: SimServer) -> list[dict[str, object]]:
     """Prometheus file_sd_configs entries for every exporter the simulator serves."""
     host = urllib.parse.urlsplit(sim.url).netloc
-    out: list[dict[str, object]] = []
-    for node in sim.cluster.nodes:
-        paths = {"dcgm": f"/nodes/{node}/metrics",
-                 "node": f"/nodes/{node}/node-exporter/metrics"}
-        if node in sim.cluster.topo.job_of:
-            paths["trainer"] = f"/nodes/{node}/trainer/metrics"
-        out += [{"targets": [host], "labels": {"__metrics_path__": path, "node": node,
-                                               "exporter": exporter}}
-                for exporter, path in paths.items()]
-    out += [{"targets": [host], "labels": {"__metrics_path__": f"/storage/{s}/metrics",
-                                           "system": s, "exporter": "storage"}}
-            for s in sim.cluster.topo.storage]
-    return out
+    storage = set(sim.cluster.topo.storage)
+    return [{"targets": [host],
+             "labels": {"__metrics_path__": e.path, "exporter": e.exporter,
+                        ("system" if e.host in storage else "node"): e.host}}
+            for e in sim.cluster.endpoints()]
 
 
 def run_sim(

@@ -9,17 +9,7 @@ from vigil.sim.server import SimServer
 
 def scrape_targets(sim: SimServer) -> list[ScrapeTarget]:
     """Every exporter the simulator serves, as a Prometheus scrape config would list them."""
-    cluster, url = sim.cluster, sim.url
-    targets: list[ScrapeTarget] = []
-    for node in cluster.nodes:
-        targets.append(ScrapeTarget(f"{url}/nodes/{node}/metrics", node, "dcgm-exporter"))
-        targets.append(ScrapeTarget(f"{url}/nodes/{node}/node-exporter/metrics", node,
-                                    "node-exporter"))
-        if node in cluster.topo.job_of:
-            targets.append(ScrapeTarget(f"{url}/nodes/{node}/trainer/metrics", node, "trainer"))
-    targets += [ScrapeTarget(f"{url}/storage/{s}/metrics", s, "storage-exporter")
-                for s in cluster.topo.storage]
-    return targets
+    return [ScrapeTarget(sim.url + e.path, e.host, e.service) for e in sim.cluster.endpoints()]
 
 
 def tailed_files(sim: SimServer) -> list[TailedFile]:
