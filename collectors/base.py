@@ -12,6 +12,15 @@ from vigil.worker import Worker
 log = logging.getLogger(__name__)
 
 
+class Publisher(Protocol):
+    """Where collectors send their batches: `vigil.bus.Bus`, or the spool in front of it."""
+
+    def publish(
+        self, topic: str, value: bytes, key: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None: ...
+
+
 class Collector(Protocol):
     """Reads one kind of source and publishes OTLP batches to Kafka.
 
