@@ -35,6 +35,8 @@ _RUNS_ON: Final = frozenset({RelationKind.RUNS_ON})
 _MEMBER_OF: Final = frozenset({RelationKind.MEMBER_OF})
 _NOTHING: Final[frozenset[RelationKind]] = frozenset()
 _PARALLEL_COORDS: Final = ("dp", "pp", "tp")
+_NODE_PREFIX: Final = f"{EntityKind.NODE}:"
+_RANK_PREFIX: Final = f"{EntityKind.RANK}:"
 
 
 def blast_radius(topo: Topology, entity: str, at: float | None = None) -> set[str]:
@@ -104,7 +106,7 @@ def job_placement(topo: Topology, job: str, at: float | None = None) -> dict[str
         host = _host_of(topo, rank, at)
         if host is not None:
             placement.setdefault(host, []).append(rank)
-    return {node: sorted(ranks, key=_natural) for node, ranks in sorted(placement.items())}
+    return {node: sorted(ranks, key=_rank_order) for node, ranks in sorted(placement.items())}
 
 
 def peers(topo: Topology, entity: str, at: float | None = None) -> list[str]:
@@ -181,7 +183,7 @@ def _upstream(topo: Topology, entity: str, at: float | None) -> set[str]:
 def _host_of(topo: Topology, entity: str, at: float | None) -> str | None:
     """The node a workload runs on: up runs_on edges (rank -> gpu, pod -> node) and up
     contains edges (node -> gpu) until a node is met."""
-    if kind_of(entity) is EntityKind.NODE:
+    if entity.startswith(_NODE_PREFIX):
         return entity
     # Fast path: what a workload runs on usually names its host (GPUs carry host.name).
     for nbr in topo.neighbors(entity, _RUNS_ON, (), at):
@@ -208,7 +210,7 @@ def _ranks_on(topo: Topology, node: str, at: float | None) -> list[str]:
 
 def _ranks_of(topo: Topology, job: str, at: float | None) -> list[str]:
     return [member for member in topo.neighbors(job, against=_MEMBER_OF, at=at)
-            if kind_of(member) is EntityKind.RANK]
+            if member.startswith(_RANK_PREFIX)]
 
 
 def _only_job(topo: Topology, entity: str, ranks: list[str], at: float | None) -> str:
@@ -255,6 +257,13 @@ def _undirected(view: Any) -> Any:
     graph._node = view._node
     graph._adj = _EitherWay(view)
     return graph
+
+
+def _rank_order(rank: str) -> tuple[str, int]:
+    """Rank 2 before rank 10, without `_natural`'s regex: a job's thousands of ranks are
+    sorted on every placement query. An id that does not end in a number sorts by itself."""
+    head, _, number = rank.rpartition("/")
+    return (head, int(number)) if number.isdigit() else (rank, -1)
 
 
 def _natural(entity_id: str) -> tuple[str | int, ...]:

@@ -10,8 +10,8 @@ member_of ``partition:<name>``; a running or completing job is ``job:slurm-<id>`
 depends_on each node it holds, so a failing node impacts its jobs. Jobs are not related to
 partitions: every node of a partition would then impact every job in it. Loading again later
 corrects the graph: what Slurm no longer lists is retired then, new states replace the
-``slurm.*`` attrs (other sources' attrs stay). Only entities this loader marked are retired
-(nodes carrying ``slurm.node``, jobs ``slurm.job_id``, partitions ``slurm.partition``).
+``slurm.*`` attrs (other sources' attrs stay). Only entities carrying ``slurm.*`` attrs are
+retired: a load is an inventory snapshot of source ``slurm`` (see `vigil.topology.changes`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from vigil.topology.changes import EntityRecord, InventorySnapshot, apply_snapshot
 from vigil.topology.graph import Topology
-from vigil.topology.model import EntityKind, RelationKind, entity_id, kind_of
+from vigil.topology.model import EntityKind, Relation, RelationKind, entity_id
 
 ACTIVE_JOB_STATES: Final = frozenset({"RUNNING", "COMPLETING"})
 NODE_MARK: Final = "slurm.node"
 JOB_MARK: Final = "slurm.job_id"
 PARTITION_MARK: Final = "slurm.partition"
-# Which attr says this loader made (or adopted) an entity, per kind: only those are retired.
-_MARKS: Final[Mapping[EntityKind, str]] = {EntityKind.NODE: NODE_MARK, EntityKind.JOB: JOB_MARK,
-                                            EntityKind.PARTITION: PARTITION_MARK}
+_KINDS: Final = frozenset({EntityKind.NODE, EntityKind.JOB, EntityKind.PARTITION})
+_MANAGES: Final = frozenset({(RelationKind.MEMBER_OF, EntityKind.PARTITION),
+                             (RelationKind.DEPENDS_ON, EntityKind.NODE)})
 DEFAULT_TIMEOUT_S: Final = 30.0
 MAX_HOSTLIST: Final = 1 << 20  # names one hostlist may expand to: a typo must not eat memory
 
@@ -297,69 +298,51 @@ def apply_slurm(topo: Topology | None, nodes: Sequence[SlurmNode], jobs: Sequenc
                 at: float) -> Topology:
     """Make `topo` agree with one snapshot of Slurm at `at` (see the module docstring)."""
     topo = Topology() if topo is None else topo
-    partitions: dict[str, None] = dict.fromkeys(p for node in nodes for p in node.partitions)
-    for name in partitions:
-        _upsert(topo, entity_id(EntityKind.PARTITION, name), {PARTITION_MARK: name}, at)
-    node_ids: set[str] = set()
+    apply_snapshot(topo, slurm_snapshot(nodes, jobs, at))
+    return topo
+
+
+def slurm_snapshot(nodes: Sequence[SlurmNode], jobs: Sequence[SlurmJob],
+                   at: float) -> InventorySnapshot:
+    """What Slurm says exists at `at`, as the inventory snapshot the collector publishes."""
+    records: dict[str, EntityRecord] = {}
+    relations: list[Relation] = []
     for node in nodes:
         node_id = entity_id(EntityKind.NODE, node.name)
-        node_ids.add(node_id)
-        _upsert(topo, node_id, node.attrs(), at)
-        wanted = [entity_id(EntityKind.PARTITION, name) for name in node.partitions]
-        _sync_relations(topo, node_id, RelationKind.MEMBER_OF, EntityKind.PARTITION, wanted, at)
-    job_ids: set[str] = set()
+        records[node_id] = EntityRecord(node_id, node.attrs())
+        for name in node.partitions:
+            partition = entity_id(EntityKind.PARTITION, name)
+            records.setdefault(partition, EntityRecord(partition, {PARTITION_MARK: name}))
+            relations.append(Relation(node_id, RelationKind.MEMBER_OF, partition))
     for job in jobs:
         if ACTIVE_JOB_STATES.isdisjoint(job.states):  # holds no node any more, or not yet
             continue
         job_id = entity_id(EntityKind.JOB, f"slurm-{job.job_id}")
-        job_ids.add(job_id)
-        _upsert(topo, job_id, job.attrs(), at)
+        records[job_id] = EntityRecord(job_id, job.attrs())
         # A node missing from Slurm's node list is skipped, not invented.
-        held = [entity_id(EntityKind.NODE, name) for name in job.nodes]
-        held = [node_id for node_id in held if node_id in node_ids]
-        _sync_relations(topo, job_id, RelationKind.DEPENDS_ON, EntityKind.NODE, held, at)
-    listed = node_ids | job_ids | {entity_id(EntityKind.PARTITION, p) for p in partitions}
-    gone = [eid for eid in topo.entities() if eid not in listed
-            and (mark := _MARKS.get(kind_of(eid))) is not None and topo.attr(eid, mark) is not None]
-    # Nodes and jobs first: a partition goes only once nothing relates to it any more.
-    for eid in sorted(gone, key=lambda eid: kind_of(eid) is EntityKind.PARTITION):
-        if kind_of(eid) is not EntityKind.PARTITION or not topo.relations(eid):
-            topo.remove_entity(eid, at)
-    return topo
-
-
-def _upsert(topo: Topology, eid: str, attrs: Mapping[str, str], at: float) -> None:
-    """Add the entity, or replace its ``slurm.*`` attrs, keeping what other sources set."""
-    current = topo.entity(eid)
-    if current is None:
-        topo.add_entity(eid, attrs, at=at)
-        return
-    merged = {k: v for k, v in current.attrs.items() if not k.startswith("slurm.")}
-    merged.update(attrs)
-    if merged != dict(current.attrs):
-        topo.add_entity(eid, merged, at=at)
-
-
-def _sync_relations(topo: Topology, src: str, kind: RelationKind, dst_kind: EntityKind,
-                    wanted: Sequence[str], at: float) -> None:
-    """Make `src`'s live `kind` relations to entities of `dst_kind` exactly `wanted`."""
-    current = {rel.dst for rel in topo.relations(src)
-               if rel.src == src and rel.kind is kind and kind_of(rel.dst) is dst_kind}
-    for dst in current.difference(wanted):
-        topo.remove_relation(src, dst, at)
-    for dst in dict.fromkeys(wanted):
-        if dst not in current:
-            topo.add_relation(src, kind, dst, at=at)
+        relations += [Relation(job_id, RelationKind.DEPENDS_ON, held)
+                      for name in _unique(job.nodes)
+                      if (held := entity_id(EntityKind.NODE, name)) in records]
+    return InventorySnapshot(
+        source="slurm", at=at, kinds=_KINDS, entities=tuple(records.values()),
+        relations=tuple(relations), manages=_MANAGES)
 
 
 # --- from a live cluster ---------------------------------------------------------------------
 def snapshot_slurm(topo: Topology | None, at: float, scontrol: str = "scontrol",
                    timeout_s: float = DEFAULT_TIMEOUT_S) -> Topology:
-    """Ask scontrol for nodes and jobs now and `apply_slurm` them at `at`. Uses ``--json``,
-    or the text form where scontrol has no ``--json`` (Slurm 22.05). scontrol runs with an
-    argument list, never through a shell; SlurmError if it is missing, fails, takes longer
-    than `timeout_s` or prints what Slurm would not. The cluster is scontrol's usual one
-    (``SLURM_CONF`` in the environment)."""
+    """Ask scontrol for nodes and jobs now (`read_slurm`) and `apply_slurm` them at `at`."""
+    nodes, jobs = read_slurm(scontrol, timeout_s)
+    return apply_slurm(topo, nodes, jobs, at)
+
+
+def read_slurm(scontrol: str = "scontrol", timeout_s: float = DEFAULT_TIMEOUT_S,
+               ) -> tuple[list[SlurmNode], list[SlurmJob]]:
+    """Nodes and jobs as scontrol reports them now. Uses ``--json``, or the text form where
+    scontrol has no ``--json`` (Slurm 22.05). scontrol runs with an argument list, never
+    through a shell; SlurmError if it is missing, fails, takes longer than `timeout_s` or
+    prints what Slurm would not. The cluster is scontrol's usual one (``SLURM_CONF`` in the
+    environment)."""
     binary = shutil.which(scontrol)
     if binary is None:
         raise SlurmError(f"{scontrol!r} not found (is PATH right? Debian: apt-get install "
@@ -373,10 +356,9 @@ def snapshot_slurm(topo: Topology | None, at: float, scontrol: str = "scontrol",
         readers = nodes_from_text, jobs_from_text
         jobs_out = _scontrol(binary, ["--oneliner", "show", "job"], timeout_s)
     try:
-        nodes, jobs = readers[0](nodes_out), readers[1](jobs_out)
+        return readers[0](nodes_out), readers[1](jobs_out)
     except ValueError as exc:
         raise SlurmError(f"{binary} printed no node and job list Slurm's way: {exc}") from exc
-    return apply_slurm(topo, nodes, jobs, at)
 
 
 def _scontrol(binary: str, args: list[str], timeout_s: float) -> str:

@@ -19,6 +19,7 @@ from vigil.collectors.prometheus_scrape import PrometheusScrapeCollector
 from vigil.diagnosis.correlate import Correlator
 from vigil.diagnosis.detect import DetectStage
 from vigil.diagnosis.incidents import IncidentStage
+from vigil.diagnosis.inventory_stage import InventoryStage, LiveTopology
 from vigil.diagnosis.library import load_library
 from vigil.diagnosis.registry import build_detectors
 from vigil.sim.clock import SimClock
@@ -26,6 +27,7 @@ from vigil.sim.cluster import SimCluster
 from vigil.sim.inventory_export import to_inventory
 from vigil.sim.server import SimServer
 from vigil.sim.topology import ClusterSpec
+from vigil.topology.inventory import load_inventory
 from vigil.ui.runstate import RunState, clear_state
 from vigil.ui.sim_sources import scrape_targets, tailed_files
 
@@ -40,6 +42,7 @@ from vigil.store import Store
 log = logging.getLogger(__name__)
 
 CONSOLE_APP = Path(__file__).with_name("console.py")
+TOPOLOGY_FILE = "topology.pickle"
 
 
 class Component(Protocol):
@@ -112,6 +115,7 @@ class Runtime:
         self.console: ConsoleProcess | None = None
         self.metrics_url: str | None = None
         self.stages: list[ConsumerStage] = []
+        self.live = LiveTopology()
         self._started: list[Component] = []
         self.started_at = time.time()
 
@@ -153,6 +157,11 @@ class Runtime:
         telemetry.shutdown()
         clear_state(self.data_dir)
 
+    @property
+    def topology_file(self) -> Path:
+        """The live graph, saved now and then for `vigil topo` and post-mortems."""
+        return self.data_dir / TOPOLOGY_FILE
+
     # --- steps ---------------------------------------------------------------------------
     def _start_telemetry(self) -> str:
         t = self.settings.telemetry
@@ -186,8 +195,11 @@ class Runtime:
                              log_interval_s=max(s.interval_s, 10.0))
         self.sim = SimServer(cluster, s.host, s.port, s.interval_s, clock)
         self._launch(self.sim)
-        (self.data_dir / "inventory.yaml").write_text(
-            yaml.safe_dump(to_inventory(cluster.topo), sort_keys=False))
+        inventory = self.data_dir / "inventory.yaml"
+        inventory.write_text(yaml.safe_dump(to_inventory(cluster.topo), sort_keys=False))
+        # The graph starts as the inventory describes it; vigil.inventory keeps it current.
+        self.live = LiveTopology(load_inventory(inventory, at=clock.now()))
+        self.live.topo.save(self.topology_file)
         speed = f", {s.speed:g}x real time" if s.speed != 1 else ""
         return (f"{s.nodes} nodes x {s.gpus_per_node} GPUs, {len(cluster.topo.jobs)} job(s) "
                 f"at {self.sim.url}{speed}")
@@ -200,6 +212,7 @@ class Runtime:
         self.stages = [
             DetectStage(self.bus, detectors),
             IncidentStage(self.bus, self.store, correlator),
+            InventoryStage(self.bus, self.live, save_to=self.topology_file),
         ]
         for stage in self.stages:
             self._launch(stage)
@@ -207,7 +220,8 @@ class Runtime:
         for stage in self.stages:
             if not stage.ready.wait(max(0.0, deadline - time.monotonic())):
                 raise RuntimeError(f"stage {stage.name} did not join its consumer group in 60 s")
-        return f"{len(detectors)} detector(s): {', '.join(d.name for d in detectors)}; incidents"
+        return (f"{len(detectors)} detector(s): {', '.join(d.name for d in detectors)}; "
+                "incidents; topology")
 
     def _start_collectors(self) -> str:
         assert self.bus is not None and self.sim is not None

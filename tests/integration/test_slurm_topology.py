@@ -15,9 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from vigil.collectors.slurm import SlurmCollector
+from vigil.diagnosis.inventory_stage import InventoryStage, LiveTopology
 from vigil.topology.graph import Topology
 from vigil.topology.model import EntityKind, RelationKind
 from vigil.topology.slurm import expand_hostlist, load_slurm, snapshot_slurm
+
+from vigil.broker import EmbeddedBroker
+from vigil.bus import Bus, Topic
+from vigil.otlp import decode_logs
+from vigil.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +134,42 @@ def test_snapshots_follow_the_cluster(slurm_conf: str, tmp_path: Path) -> None:
     assert sorted(topo.neighbors(job, along=DEPENDS_ON, at=2500.0)) == [
         f"node:{n}" for n in held]
     assert sorted(topo.entities(EntityKind.NODE)) == ["node:n1", "node:n2", "node:n3"]
+
+
+def test_collector_carries_slurm_through_kafka_into_a_live_graph(
+        slurm_conf: str, tmp_path: Path) -> None:
+    """Real Slurm -> SlurmCollector -> real Kafka (embedded Tansu) -> InventoryStage -> graph:
+    a drained node shows in the live graph and as one event on vigil.events."""
+    tmp_path.chmod(0o755)
+    with EmbeddedBroker(tmp_path / "tansu.log") as broker:
+        bus = Bus(broker.bootstrap, KafkaSettings())
+        bus.ensure_topics()
+        live = LiveTopology()
+        stage = InventoryStage(bus, live, save_to=tmp_path / "topology.pickle")
+        collector = SlurmCollector(bus, interval_s=0.5)
+        events = bus.consumer("test-events", [Topic.EVENTS])
+        try:
+            stage.start()
+            collector.start()
+            _wait_for("the graph to hold Slurm's nodes",
+                      lambda: live.topo.exists("node:n3"), timeout_s=30)
+            _slurm("scontrol", "update", "nodename=n3", "state=drain", "reason=vigil-e2e")
+            _wait_for("the drain to reach the graph", lambda: "DRAIN" in (
+                live.topo.attr("node:n3", "slurm.state") or ""), timeout_s=30)
+            seen: list[str] = []
+
+            def drained_event() -> bool:
+                for records in events.poll(timeout_ms=500).values():
+                    seen.extend(line.body for r in records for batch in decode_logs(r.value)
+                                for line in batch.lines)
+                return any("n3" in body and "vigil-e2e" in body for body in seen)
+
+            _wait_for("the drain event", drained_event, timeout_s=30)
+        finally:
+            collector.shutdown()
+            stage.shutdown()
+            events.close()
+            _slurm("scontrol", "update", "nodename=n3", "state=resume")
+            bus.close()
+    saved = Topology.load(tmp_path / "topology.pickle")
+    assert "DRAIN" in (saved.attr("node:n3", "slurm.state") or "")

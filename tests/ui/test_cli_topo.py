@@ -74,3 +74,51 @@ def test_the_simulators_inventory_validates(tmp_path: Path) -> None:
     radius = _json("topo", "blast-radius", "switch:leaf-1-3", "-i", str(path))
     assert isinstance(radius, dict)
     assert radius["by_kind"]["gpu"] == 8  # GPU 3 of each of the 8 nodes on rail 3
+
+
+FABRIC = Path(__file__).parents[1] / "topology" / "data" / "fabric"
+
+
+def test_build_reports_miscabling_and_writes_a_graph_the_others_read(tmp_path: Path) -> None:
+    graph = tmp_path / "fabric.pickle"
+    built = _json("topo", "build", "-o", str(graph), "-i", str(FABRIC / "inventory.yaml"),
+                  "--ibnetdiscover", str(FABRIC / "ibnetdiscover_miscabled.txt"),
+                  "--lldp", f"gpu-a-001={FABRIC / 'lldpctl_single.json'}")
+    assert isinstance(built, dict)
+    assert built["entities"] > 0 and built["relations"] > 0
+    [conflict] = [c for c in built["conflicts"] if "gpu-b-001/mlx5_1" in c]
+    assert "leaf-1" in conflict
+    shown = _json("topo", "show", "nic:gpu-b-001/mlx5_1", "-i", str(graph))
+    assert isinstance(shown, dict)
+    assert any("leaf-1" in r["src"] or "leaf-1" in r["dst"] for r in shown["relations"])
+
+
+def test_build_refuses_bad_arguments(tmp_path: Path) -> None:
+    wrong = runner.invoke(app, ["topo", "build", "-o", str(tmp_path / "g.yaml")])
+    assert wrong.exit_code == 2 and "ends in .pickle" in wrong.output
+    lldp = runner.invoke(app, ["topo", "build", "-o", str(tmp_path / "g.pickle"),
+                               "--lldp", "just-a-file.json"])
+    assert lldp.exit_code == 2 and "HOST=FILE" in lldp.output
+
+
+def test_at_asks_about_the_past_of_a_graph_file(tmp_path: Path) -> None:
+    from vigil.topology.graph import Topology
+    from vigil.topology.model import RelationKind
+
+    topo = Topology()
+    topo.add_entity("node:n1", {"host.name": "n1"}, at=100.0)
+    topo.add_entity("pod:ns/p", {"k8s.pod.name": "p"}, at=100.0)
+    topo.add_relation("pod:ns/p", RelationKind.RUNS_ON, "node:n1", at=100.0)
+    topo.remove_entity("pod:ns/p", at=200.0)
+    graph = tmp_path / "live.pickle"
+    topo.save(graph)
+    then = _json("topo", "show", "pod:ns/p", "-i", str(graph), "--at", "1970-01-01T00:02:30Z")
+    assert isinstance(then, dict)
+    assert (then["valid_from"], then["valid_to"]) == (100.0, 200.0)
+    assert then["relations"] == [{"src": "pod:ns/p", "kind": "runs_on", "dst": "node:n1"}]
+    radius = _json("topo", "blast-radius", "node:n1", "-i", str(graph), "--at", "150")
+    assert isinstance(radius, dict) and radius["entities"] == ["pod:ns/p"]
+    now = runner.invoke(app, ["topo", "show", "pod:ns/p", "-i", str(graph)])
+    assert now.exit_code == 2 and "no entity 'pod:ns/p'" in now.output
+    bad = runner.invoke(app, ["topo", "show", "node:n1", "-i", str(graph), "--at", "noon"])
+    assert bad.exit_code == 2 and "not unix seconds or an ISO 8601 time" in bad.output
