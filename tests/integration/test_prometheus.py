@@ -13,8 +13,10 @@ import pytest
 import yaml
 from prometheus_api_client import PrometheusConnect
 from running import RunningVigil
+from vigil.collectors.prometheus_query import PrometheusQueryCollector
 
 from vigil.broker import free_port
+from vigil.otlp import decode_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +89,39 @@ def test_prometheus_reads_vigils_own_counters(prometheus: str) -> None:
     assert float(rows[0]["value"][1]) > 0
     sent = _query_until(client, 'vigil_component_sent_total{component="prometheus_scrape"}')
     assert float(sent[0]["value"][1]) > 0
+
+
+class _Recorder:
+    """Keeps what a collector publishes (the Kafka side is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str | None, bytes]] = []
+
+    def publish(self, topic: str, value: bytes, key: str | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.published.append((key, value))
+
+
+def test_query_collector_pulls_each_scraped_sample_once(prometheus: str) -> None:
+    """PrometheusQueryCollector against the real Prometheus: per-node batches of raw samples
+    with their scrape times, none repeated across polls."""
+    client = PrometheusConnect(url=prometheus, disable_ssl=True)
+    _query_until(client, 'DCGM_FI_DEV_GPU_TEMP{node="gpu-a-002"}')
+    bus = _Recorder()
+    collector = PrometheusQueryCollector(bus, prometheus, ["DCGM_FI_DEV_GPU_TEMP"],
+                                         interval_s=1.0)
+    collector.collect(time.time())
+    time.sleep(2.5)  # two more scrapes at the 1 s interval
+    collector.collect(time.time())
+    seen: dict[tuple[str, str], list[float]] = {}
+    for key, value in bus.published:
+        for batch in decode_metrics(value):
+            assert key == batch.resource["host.name"]
+            for sample in batch.samples:
+                seen.setdefault((key or "", sample.labels["gpu"]), []).append(
+                    sample.timestamp)
+    assert {node for node, _ in seen} == {"gpu-a-001", "gpu-a-002"}
+    assert len(seen) == 16  # 8 GPUs on each node
+    for stamps in seen.values():
+        assert stamps == sorted(set(stamps)), "a sample was sent twice or out of order"
+        assert len(stamps) >= 3
