@@ -37,6 +37,8 @@ _PORT: Final = re.compile(
     r"\[(?P<port>\d+)\](?:\[ext \d+\])?(?:\([0-9a-fA-F]+\))?\s*"
     rf'"(?P<kind>[SHR])-(?P<guid>{_GUID})"\[(?P<rport>\d+)\](?:\[ext \d+\])?'
     r"\s*(?:\([0-9a-fA-F]+\))?\s*#(?P<comment>.*)")
+_DIAGNOSTIC: Final = re.compile(  # libibmad's stderr lines: "src/query_smp.c:195; ...", "ibwarn:"
+    r"[\w./-]+\.c:\d+;|ib\w*: ?(?:iberror|ibwarn|ibdebug)|ibwarn:|iberror:")
 _NVIDIA_DESCRIPTION: Final = re.compile(r"MF0;(?P<name>[^:;]+):")
 _NUMBERED_PORT: Final = re.compile(r"[A-Za-z_-]*(?:1/)?(\d+)")  # swp3, Ethernet3, Eth1/3
 
@@ -80,6 +82,9 @@ class Fabric:
     switches: tuple[FabricSwitch, ...]
     cas: tuple[FabricCa, ...]
     cables: tuple[Cable, ...]
+    # libibmad's complaints (a port that timed out) when stderr was captured with stdout:
+    # the discovery went on past them, so the rest of the output is still good.
+    diagnostics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +120,13 @@ def parse_ibnetdiscover(text: str) -> Fabric:
     peers: dict[tuple[str, int], tuple[tuple[str, int], int]] = {}  # end -> (other end, line)
     cables: dict[frozenset[tuple[str, int]], Cable] = {}
     current: tuple[str, str, int] | None = None  # (S/H/R, GUID, port count)
+    diagnostics: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#") or _SKIPPED.match(line):
+            continue
+        if _DIAGNOSTIC.match(line):
+            diagnostics.append(f"line {number}: {line}")
             continue
         if (match := _SWITCH.fullmatch(line) or _CA.fullmatch(line)) is not None:
             guid, ports, desc = f"0x{match['guid'].lower()}", int(match["ports"]), match["desc"]
@@ -155,7 +164,7 @@ def parse_ibnetdiscover(text: str) -> Fabric:
             switches.append(FabricSwitch(guid, desc, switch_name(desc, guid), ports, lid))
         elif kind == "H":
             cas.append(FabricCa(guid, desc, *_host_device(desc), ports))
-    return Fabric(tuple(switches), tuple(cas), tuple(cables.values()))
+    return Fabric(tuple(switches), tuple(cas), tuple(cables.values()), tuple(diagnostics))
 
 
 def parse_lldpctl_json(text: str) -> list[Neighbor]:
@@ -333,6 +342,9 @@ def _uplink(uplinks: dict[str, tuple[str, str, str]], cable: Cable, ids: Mapping
     one, other = ids[cable.switch_guid], ids[cable.remote_guid]
     tier, other_tier = tiers[cable.switch_guid], tiers[cable.remote_guid]
     ends = f"{_name(one)}/p{cable.switch_port} and {_name(other)}/p{cable.remote_port}"
+    if one == other:  # SwitchIB firmware reports internal port pairs this way, as do plugs
+        return [f"ibnetdiscover sees {_name(one)} port {cable.switch_port} looped back to its "
+                f"port {cable.remote_port}: no link to another switch, left out"]
     if tier == other_tier:
         return [f"ibnetdiscover sees a cable between {ends}, both {tier} switches: not an "
                 "uplink, so it was left out"]

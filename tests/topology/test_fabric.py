@@ -114,7 +114,7 @@ def test_parse_older_and_grouped_output_and_partial_dumps() -> None:
 
 
 BAD_IBNETDISCOVER = {
-    "garbage": ('# header\n\nibwarn: [1234] mad_rpc: _do_madrpc failed; dport (DR path 0,1)\n', 3),
+    "garbage": ('# header\n\n<html><body>502 Bad Gateway</body></html>\n', 3),
     "port before any node": ('[1]\t"S-fc6a1c0300b10000"[1]\t\t# "leaf-1" lid 2 4xNDR\n', 1),
     "port beyond the node's ports":
         ('Ca\t1 "H-a088c20300a00100"\t\t# "gpu-a-001 mlx5_0"\n'
@@ -332,3 +332,33 @@ BAD_LLDP = {
 def test_malformed_lldpctl_output_says_where(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_lldpctl_json(text)
+
+
+def test_libibmad_complaints_are_kept_aside() -> None:
+    fabric = parse_ibnetdiscover(
+        "ibwarn: [1234] mad_rpc: _do_madrpc failed; dport (DR path 0,1)\n"
+        'Switch\t65 "S-fc6a1c0300b10000"\t\t# "leaf-1" enhanced port 0 lid 2 lmc 0\n')
+    assert fabric.diagnostics == (
+        "line 1: ibwarn: [1234] mad_rpc: _do_madrpc failed; dport (DR path 0,1)",)
+    assert [s.name for s in fabric.switches] == ["leaf-1"]
+
+
+def test_real_lab_output_with_stderr_noise_and_loopbacks() -> None:
+    """Real ibnetdiscover output (see data/fabric/README.md): libibmad's timeout complaint
+    on line 1, SwitchIB loopback port pairs, HCAs described "host HCA-N", a leaf-to-leaf
+    cable. All twelve nodes load; the oddities are reported, not fatal."""
+    fabric = _fabric("ibnetdiscover_ufm_lab.txt")
+    assert [d[:30] for d in fabric.diagnostics] == ["line 1: src/query_smp.c:195; u"]
+    assert [s.name for s in fabric.switches] == ["sw-e41d2d030003e470", "switch-de779e"]
+    assert sorted((ca.host, ca.device) for ca in fabric.cas) == [
+        ("r-ufm100", "HCA-2"), ("r-ufm101", "HCA-1"), ("r-ufm101", "HCA-2"),
+        ("r-ufm111", "HCA-1"), ("r-ufm216", "HCA-2"), ("r-ufm96", "HCA-1")]
+    topo = Topology()
+    problems = apply_fabric(topo, fabric, at=1.0)
+    assert sum("looped back" in p for p in problems) == 3
+    assert [p for p in problems if "looped back" not in p] == [
+        "ibnetdiscover sees a cable between sw-e41d2d030003e470/p3 and switch-de779e/p1, both "
+        "leaf switches: not an uplink, so it was left out"]
+    assert sorted(topo.neighbors("switch:switch-de779e", along=frozenset(
+        {RelationKind.CONNECTS}))) == [f"link:switch-de779e/p{n}" for n in (2, 3, 6, 8)]
+    assert topo.index("ib.guid", "0x0002c9030006ba5a") == "nic:r-ufm101/HCA-2"
