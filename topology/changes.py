@@ -10,7 +10,9 @@ the next one. Ownership needs no bookkeeping outside the graph (it survives save
 - applying replaces the ``S.*`` attributes of each listed entity, adds or overwrites the
   others it sends, and keeps what other sources set;
 - an entity of one of the snapshot's `kinds` that belongs to ``S`` but is not listed is
-  retired (its history stays for post-mortems); entities of other sources are never retired;
+  retired (its history stays for post-mortems), unless another live source still claims it
+  (a node both Slurm and Kubernetes know): then it only loses its ``S.*`` attributes.
+  Entities no source claims (an inventory file's) are never retired;
 - for each listed entity, its outgoing relations that the snapshot manages (a relation kind
   towards an entity kind: ``runs_on`` a node, ``member_of`` a partition) are made exactly the
   listed ones, so a pod that moved gets its new ``runs_on`` and nothing else is touched; a
@@ -30,6 +32,8 @@ from vigil.topology.graph import Topology
 from vigil.topology.model import EntityKind, Relation, RelationKind, kind_of
 
 SCHEMA_VERSION: Final = 1
+# Sources that publish snapshots; an entity carrying attributes of one of them is claimed.
+LIVE_SOURCES: Final = ("slurm", "k8s")
 
 
 class SnapshotError(ValueError):
@@ -108,17 +112,22 @@ def apply_snapshot(topo: Topology, snapshot: InventorySnapshot) -> ApplyResult:
             topo.add_entity(record.id, merged, at=at)
             updated += 1
     # Retire before relating: a relation to an entity the source dropped is a stale one.
-    gone = [eid for kind in snapshot.kinds for eid in topo.entities(kind)
-            if eid not in listed and _owned(topo, eid, prefix)]
-    for eid in gone:
-        topo.remove_entity(eid, at)
+    others = tuple(f"{source}." for source in LIVE_SOURCES if source != snapshot.source)
+    retired = 0
+    for eid in [eid for kind in snapshot.kinds for eid in topo.entities(kind)
+                if eid not in listed]:
+        attrs = topo.entity(eid).attrs  # type: ignore[union-attr]  # listed by entities()
+        if not any(key.startswith(prefix) for key in attrs):
+            continue
+        if any(key.startswith(others) for key in attrs):
+            topo.add_entity(eid, {k: v for k, v in attrs.items() if not k.startswith(prefix)},
+                            at=at)
+            updated += 1
+        else:
+            topo.remove_entity(eid, at)
+            retired += 1
     related, unrelated, dangling = _sync_relations(topo, listed, snapshot, at)
-    return ApplyResult(added, updated, len(gone), related, unrelated, dangling)
-
-
-def _owned(topo: Topology, eid: str, prefix: str) -> bool:
-    entity = topo.entity(eid)
-    return entity is not None and any(key.startswith(prefix) for key in entity.attrs)
+    return ApplyResult(added, updated, retired, related, unrelated, dangling)
 
 
 def _sync_relations(topo: Topology, listed: set[str], snapshot: InventorySnapshot,

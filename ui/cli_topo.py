@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 from vigil.topology import queries
+from vigil.topology.changes import apply_snapshot
 from vigil.topology.fabric import (
     apply_fabric,
     apply_lldp,
@@ -19,6 +20,7 @@ from vigil.topology.fabric import (
 )
 from vigil.topology.graph import Topology
 from vigil.topology.inventory import InventoryError, load_inventory, validate_inventory
+from vigil.topology.kubernetes import KubernetesError, snapshot_kubernetes
 from vigil.topology.slurm import SlurmError, snapshot_slurm
 from vigil.ui.cli_common import JsonOption, fail, out
 
@@ -191,6 +193,11 @@ def build(
         "--inventory", "-i", help="Inventory file to start from (YAML or JSON).")] = None,
     slurm: Annotated[bool, typer.Option(
         "--slurm", help="Add nodes, partitions and jobs from this host's scontrol.")] = False,
+    k8s: Annotated[bool, typer.Option(
+        "--k8s", help="Add nodes, pods and training jobs from Kubernetes (kubeconfig as "
+        "kubectl finds it, or --kubeconfig).")] = False,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", help="kubeconfig file for --k8s.")] = None,
     ibnetdiscover: Annotated[list[Path] | None, typer.Option(
         "--ibnetdiscover", help="ibnetdiscover output to add (repeatable).")] = None,
     lldp: Annotated[list[str] | None, typer.Option(
@@ -210,6 +217,13 @@ def build(
         except SlurmError as exc:
             fail(str(exc))
         sources.append("slurm")
+    if k8s:
+        try:
+            apply_snapshot(topo, snapshot_kubernetes(
+                at, kubeconfig=str(kubeconfig) if kubeconfig else None))
+        except KubernetesError as exc:
+            fail(str(exc))
+        sources.append("k8s")
     for file in ibnetdiscover or []:
         text = _read(file)
         try:

@@ -127,3 +127,15 @@ def test_wire_form_round_trips() -> None:
 def test_bad_wire_form_names_the_field(payload: bytes, names: str) -> None:
     with pytest.raises(SnapshotError, match=names.replace("[", r"\[").replace("]", r"\]")):
         decode_snapshot(payload)
+
+
+def test_a_node_another_source_still_claims_only_loses_this_sources_attrs(
+        topo: Topology) -> None:
+    apply_snapshot(topo, k8s(10.0, ["a"], []))
+    slurm = InventorySnapshot("slurm", 10.0, frozenset({NODE}),
+                              (EntityRecord("node:a", {"slurm.node": "a"}),))
+    apply_snapshot(topo, slurm)
+    result = apply_snapshot(topo, InventorySnapshot("slurm", 20.0, frozenset({NODE}), ()))
+    assert (result.retired, result.updated) == (0, 1)
+    assert dict(topo.entity("node:a").attrs) == {  # type: ignore[union-attr]
+        "host.name": "a", "rack": "r1", "k8s.node.name": "a"}

@@ -122,3 +122,26 @@ def test_at_asks_about_the_past_of_a_graph_file(tmp_path: Path) -> None:
     assert now.exit_code == 2 and "no entity 'pod:ns/p'" in now.output
     bad = runner.invoke(app, ["topo", "show", "node:n1", "-i", str(graph), "--at", "noon"])
     assert bad.exit_code == 2 and "not unix seconds or an ISO 8601 time" in bad.output
+
+
+def test_build_from_kubernetes(tmp_path: Path) -> None:
+    """`--k8s` through the official client against tests/kube_apiserver.py, which stands in
+    for a kube-apiserver (none can be installed here)."""
+    from kube_apiserver import TOKEN, running
+
+    for kube in running():
+        data = Path(__file__).parents[1] / "topology" / "data" / "k8s"
+        for node in json.loads((data / "nodes.json").read_text())["items"]:
+            kube.put_node(node)
+        for pod in json.loads((data / "pods.json").read_text())["items"]:
+            kube.put_pod(pod)
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": kube.url}}],
+            "users": [{"name": "u", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+        built = _json("topo", "build", "-o", str(tmp_path / "k.pickle"), "--k8s",
+                      "--kubeconfig", str(kubeconfig))
+        assert isinstance(built, dict) and built["sources"] == ["k8s"]
+        assert built["entities"] > 3
