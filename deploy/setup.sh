@@ -17,9 +17,10 @@ PYTHON=${PYTHON:-python3}
 import sys; sys.exit(sys.version_info < (3, 11))
 PY
 
-# Real services the integration tests start themselves: Prometheus scrapes Vigil's metrics;
+# Real services the integration tests start themselves: Prometheus scrapes Vigil's metrics,
+# node-exporter is the reference the host collector's names are checked against;
 # a single-host Slurm (deploy/slurm/start.sh) feeds the topology loader.
-DEB_PACKAGES=(prometheus slurm-wlm munge)
+DEB_PACKAGES=(prometheus prometheus-node-exporter slurm-wlm munge)
 if [ "$DEV" = 1 ]; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -29,7 +30,7 @@ if [ "$DEV" = 1 ]; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
     # Debian starts services on install on some machines; the tests run their own copies.
-    for unit in prometheus slurmctld slurmd munge; do
+    for unit in prometheus prometheus-node-exporter slurmctld slurmd munge; do
       $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi
