@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
-from vigil.collectors.base import PollingCollector
+from vigil.collectors.base import PollingCollector, Publisher
 
-from vigil.bus import Bus, Topic
+from vigil.bus import Topic
 from vigil.otlp import MetricBatch, MetricSample, encode_metrics
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ class PrometheusScrapeCollector(PollingCollector):
     """Every interval, fetch each target's /metrics and publish one OTLP batch per target."""
 
     def __init__(
-        self, bus: Bus, targets: list[ScrapeTarget], interval_s: float, timeout_s: float = 5.0,
-        name: str = "prometheus_scrape",
+        self, bus: Publisher, targets: list[ScrapeTarget], interval_s: float,
+        timeout_s: float = 5.0, name: str = "prometheus_scrape",
     ) -> None:
         super().__init__(name, interval_s)
         self.bus = bus

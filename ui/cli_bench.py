@@ -97,6 +97,24 @@ def bench_topology(
     _print_figures(figures, as_json)
 
 
+@bench_app.command("collectors")
+def bench_collectors(
+    rounds: Annotated[int, typer.Option(min=1, help="Collection intervals to run.")] = 60,
+    interval: Annotated[float, typer.Option(help="The interval they stand for, seconds.")] = 10.0,
+    log_rate: Annotated[float, typer.Option(
+        min=0, help="Kernel-log lines written per second.")] = 20.0,
+    kafka: Annotated[bool, typer.Option(
+        help="Publish through the spool to a real Kafka (the embedded Tansu).")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """What one 8-GPU node's collectors cost: CPU, memory, and the most one core sustains."""
+    from vigil.ui.bench_collectors import run
+
+    with err.status("starting…") as status:
+        figures = run(rounds, interval, log_rate, kafka, progress=status.update)
+    _print_figures(figures, as_json)
+
+
 def _print_figures(figures: dict[str, Any], as_json: bool) -> None:
     """One flat JSON object for scripts, or one aligned `name value` line each for people."""
     if as_json:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import yaml
-from vigil.collectors.log_file import LogFileCollector
-from vigil.collectors.prometheus_scrape import PrometheusScrapeCollector
+from vigil.collectors.spool import SpoolConfig, SpoolingPublisher
 from vigil.diagnosis.correlate import Correlator
 from vigil.diagnosis.detect import DetectStage
 from vigil.diagnosis.incidents import IncidentStage
@@ -28,8 +27,8 @@ from vigil.sim.inventory_export import to_inventory
 from vigil.sim.server import SimServer
 from vigil.sim.topology import ClusterSpec
 from vigil.topology.inventory import load_inventory
+from vigil.ui.collector_set import build_collectors
 from vigil.ui.runstate import RunState, clear_state
-from vigil.ui.sim_sources import scrape_targets, tailed_files
 
 from vigil import telemetry
 from vigil.broker import EmbeddedBroker, free_port
@@ -131,7 +130,8 @@ class Runtime:
         step("telemetry", self._start_telemetry)
         step("kafka", self._start_kafka)
         step("store", self._open_store)
-        step("simulated cluster", self._start_sim)
+        if "sim" in s.collectors.enabled:
+            step("simulated cluster", self._start_sim)
         step("pipeline", self._start_pipeline)
         step("collectors", self._start_collectors)
         if s.console.enabled:
@@ -224,15 +224,15 @@ class Runtime:
                 "incidents; topology")
 
     def _start_collectors(self) -> str:
-        assert self.bus is not None and self.sim is not None
+        assert self.bus is not None
         c = self.settings.collectors
-        scrape = PrometheusScrapeCollector(self.bus, scrape_targets(self.sim),
-                                           c.scrape_interval_s)
-        files = tailed_files(self.sim)
-        logs = LogFileCollector(self.bus, files, c.log_poll_interval_s, c.max_lines_per_message)
-        self._launch(scrape)
-        self._launch(logs)
-        return f"scraping {len(scrape.targets)} endpoints, tailing {len(files)} log files"
+        spool = SpoolingPublisher.for_bus(self.bus, self.data_dir / "spool", SpoolConfig(
+            max_memory_bytes=c.spool_max_memory_bytes, max_disk_bytes=c.spool_max_disk_bytes))
+        self._launch(spool)  # first started, so the collectors stop before it does
+        collectors = build_collectors(c, spool, self.data_dir, self.sim)
+        for collector in collectors:
+            self._launch(collector)
+        return ", ".join(collector.name for collector in collectors) or "none"
 
     def _start_console(self) -> str:
         self.console = ConsoleProcess(self.settings, self.data_dir / "console.log")

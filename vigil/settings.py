@@ -61,10 +61,81 @@ class SimSettings(_Section):
         return self
 
 
+CollectorName = Literal["sim", "scrape", "prometheus", "logs", "kernel", "journald", "host",
+                        "nvml", "slurm", "kubernetes", "otlp"]
+
+
+class ScrapeTargetSettings(_Section):
+    url: str = Field(description="an exporter's /metrics URL")
+    node: str = Field(description="the host it describes: host.name and the Kafka key")
+    service: str = Field("exporter", description="service.name, e.g. dcgm-exporter")
+
+
+class LogFileSettings(_Section):
+    path: Path
+    source: str = Field("app", description="log.source: kernel, training, ...")
+    node: str | None = Field(None, description="default: collectors.node_name")
+    multiline: list[Literal["python", "nccl", "indent"]] = Field(
+        default_factory=list, description="rules that keep multi-line records whole")
+
+
 class CollectorSettings(_Section):
+    """Which collectors run (by name) and how. `sim` reads the simulated cluster `vigil up`
+    starts; the others read real sources (see the README's Collectors section)."""
+
+    enabled: list[CollectorName] = Field(default_factory=lambda: ["sim"])
+    node_name: str | None = Field(None, description="this host's name; default: its hostname")
+    # the simulator's endpoints and any exporter scraped directly
     scrape_interval_s: float = Field(5.0, gt=0)
+    scrape_targets: list[ScrapeTargetSettings] = Field(default_factory=list)
+    # an existing Prometheus
+    prometheus_url: str | None = None
+    prometheus_families: list[str] = Field(default_factory=list)
+    prometheus_interval_s: float = Field(15.0, gt=0)
+    prometheus_window_s: float | None = Field(None, gt=0, description="default: 2 intervals")
+    # log files, the kernel log, journald units
     log_poll_interval_s: float = Field(0.5, gt=0)
     max_lines_per_message: int = Field(2000, ge=1)
+    log_files: list[LogFileSettings] = Field(default_factory=list)
+    log_max_line_bytes: int = Field(1 << 20, ge=1)
+    log_rotate_wait_s: float = Field(5.0, gt=0)
+    log_multiline_flush_s: float = Field(1.0, gt=0)
+    log_from_start: bool = Field(False, description="with no checkpoint, read what is there")
+    kernel_log_device: Path = Path("/dev/kmsg")
+    journald_units: list[str] = Field(default_factory=list)
+    # this host's /proc and /sys, its GPUs
+    host_interval_s: float = Field(10.0, gt=0)
+    host_root: str = Field("/", description="where the host's / is seen (/host in a container)")
+    host_mount_timeout_s: float = Field(5.0, gt=0)
+    host_net_exclude: str = Field(r"^(veth|cali|lxc)", description="interfaces to skip (regex)")
+    nvml_interval_s: float = Field(10.0, gt=0)
+    # schedulers
+    slurm_interval_s: float = Field(30.0, gt=0)
+    slurm_scontrol: str = "scontrol"
+    kubernetes_interval_s: float = Field(15.0, gt=0)
+    kubernetes_kubeconfig: str | None = Field(None, description="default: in-cluster or ~/.kube")
+    kubernetes_context: str | None = None
+    kubernetes_page_size: int = Field(500, ge=1)
+    # OTLP/HTTP receiver
+    otlp_host: str = "127.0.0.1"
+    otlp_port: int = Field(4318, ge=0, le=65535, description="0 picks a free port")
+    otlp_max_body_bytes: int = Field(16 << 20, ge=1)
+    # between collectors and Kafka: memory, then disk, when Kafka is away
+    spool_max_memory_bytes: int = Field(64 << 20, ge=1 << 20)
+    spool_max_disk_bytes: int = Field(1 << 30, ge=1 << 20)
+
+    @model_validator(mode="after")
+    def _enabled_have_what_they_need(self) -> CollectorSettings:
+        needs = {"scrape": ("scrape_targets", self.scrape_targets),
+                 "prometheus": ("prometheus_url", self.prometheus_url),
+                 "logs": ("log_files", self.log_files),
+                 "journald": ("journald_units", self.journald_units)}
+        for name, (key, value) in needs.items():
+            if name in self.enabled and not value:
+                raise ValueError(f"collector {name!r} is enabled but {key} is empty")
+        if "prometheus" in self.enabled and not self.prometheus_families:
+            raise ValueError("collector 'prometheus' is enabled but prometheus_families is empty")
+        return self
 
 
 class DetectSettings(_Section):

@@ -40,7 +40,7 @@ def make_collector(bus: RecordingBus, tally: Tally) -> Iterator[MakeCollector]:
     made: list[PrometheusScrapeCollector] = []
 
     def make(targets: list[ScrapeTarget]) -> PrometheusScrapeCollector:
-        collector = PrometheusScrapeCollector(bus, targets, interval_s=3600.0,  # type: ignore[arg-type]
+        collector = PrometheusScrapeCollector(bus, targets, interval_s=3600.0,
                                               timeout_s=2.0)
         collector.counters = tally.component
         made.append(collector)

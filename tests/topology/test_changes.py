@@ -102,7 +102,7 @@ def test_snapshot_rules_are_checked_when_built() -> None:
     with pytest.raises(SnapshotError, match="not an entity of the snapshot"):
         InventorySnapshot("k8s", 0.0, frozenset({NODE}), (),
                           (Relation("node:a", RUNS_ON, "node:b"),))
-    with pytest.raises(SnapshotError, match="without '.'"):
+    with pytest.raises(SnapshotError, match=r"without '\.'"):
         InventorySnapshot("k8s.io", 0.0, frozenset(), ())
 
 
