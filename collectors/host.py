@@ -25,6 +25,8 @@ from vigil.collectors.host_proc import (
     read_text,
     read_thermal,
 )
+from vigil.collectors.identity import tag_samples
+from vigil.topology.identity import EntityResolver
 
 from vigil.bus import Topic
 from vigil.otlp import MetricBatch, encode_metrics
@@ -65,6 +67,7 @@ class HostCollector(PollingCollector):
         name: str = "host",
     ) -> None:
         super().__init__(name, interval_s)
+        self._resolver = EntityResolver()  # no graph on a node: ids built as the inventory does
         if not os.path.isfile(os.path.join(root, "proc/stat")):
             raise ValueError(f"host collector root {root!r} has no proc/stat: not a Linux root")
         self.bus = bus
@@ -86,7 +89,7 @@ class HostCollector(PollingCollector):
                 log.warning("unparseable host file skipped", extra={"path": path,
                                                                     "detail": detail})
         batch = MetricBatch(resource={"host.name": self.node, "vigil.entity": f"node:{self.node}"},
-                            samples=out.samples)
+                            samples=tag_samples(out.samples, self.node, self._resolver))
         self.bus.publish(Topic.METRICS, encode_metrics([batch]), key=self.node)
         self.counters.add_received(len(out.samples))
         self.counters.add_sent(len(out.samples))

@@ -19,6 +19,8 @@ from typing import Any
 
 import pynvml  # type: ignore[import-untyped]
 from vigil.collectors.base import PollingCollector, Publisher
+from vigil.collectors.identity import tag_samples
+from vigil.topology.identity import EntityResolver
 
 from vigil.bus import Topic
 from vigil.otlp import (
@@ -102,6 +104,7 @@ class NvmlCollector(PollingCollector):
         event_wait_ms: int = 500, name: str = "nvml",
     ) -> None:
         super().__init__(name, interval_s)
+        self._resolver = EntityResolver()  # no graph on a node: ids built as the inventory does
         self.bus = bus
         self.node = node
         self.nvml = nvml
@@ -227,7 +230,8 @@ class NvmlCollector(PollingCollector):
                 log.info("GPU answers again", extra=_who(gpu))
         if not samples:
             return
-        batch = MetricBatch(resource=self._resource, samples=samples)
+        batch = MetricBatch(resource=self._resource,
+                            samples=tag_samples(samples, self.node, self._resolver))
         self.bus.publish(Topic.METRICS, encode_metrics([batch]), key=self.node)
         self.counters.add_received(len(samples))
         self.counters.add_sent(len(samples))

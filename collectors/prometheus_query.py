@@ -22,6 +22,8 @@ from typing import Any
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from requests.exceptions import RequestException
 from vigil.collectors.base import PollingCollector, Publisher
+from vigil.collectors.identity import tag_samples
+from vigil.topology.identity import EntityResolver
 
 from vigil.bus import Topic
 from vigil.otlp import MetricBatch, MetricKind, MetricSample, encode_metrics
@@ -41,6 +43,7 @@ class PrometheusQueryCollector(PollingCollector):
         client: PrometheusConnect | None = None,
     ) -> None:
         super().__init__(name, interval_s)
+        self._resolver = EntityResolver()  # no graph on a node: ids built as the inventory does
         bad = [f for f in families if not _FAMILY.fullmatch(f)]
         if bad or not families:
             raise ValueError(f"metric family names must match {_FAMILY.pattern}: "
@@ -78,7 +81,8 @@ class PrometheusQueryCollector(PollingCollector):
         by_node = self._new_samples(result)
         for node, samples in by_node.items():
             batch = MetricBatch(resource={"host.name": node, "vigil.entity": f"node:{node}",
-                                          "url.full": self.url}, samples=samples)
+                                          "url.full": self.url},
+                                samples=tag_samples(samples, node, self._resolver))
             self.publisher.publish(Topic.METRICS, encode_metrics([batch]), key=node)
             self.counters.add_sent(len(samples))
         if len(self._last) > _MAX_SERIES_MEMORY:  # churned series: forget, resend at most once

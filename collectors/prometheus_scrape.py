@@ -11,6 +11,8 @@ from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 from vigil.collectors.base import PollingCollector, Publisher
+from vigil.collectors.identity import tag_samples
+from vigil.topology.identity import EntityResolver
 
 from vigil.bus import Topic
 from vigil.otlp import MetricBatch, MetricSample, encode_metrics
@@ -71,6 +73,7 @@ class PrometheusScrapeCollector(PollingCollector):
         timeout_s: float = 5.0, name: str = "prometheus_scrape",
     ) -> None:
         super().__init__(name, interval_s)
+        self._resolver = EntityResolver()  # no graph on a node: ids built as the inventory does
         self.bus = bus
         self.targets = targets
         self.timeout_s = timeout_s
@@ -92,7 +95,7 @@ class PrometheusScrapeCollector(PollingCollector):
             batch = MetricBatch(
                 resource={"host.name": target.node, "vigil.entity": f"node:{target.node}",
                           "service.name": target.service, "url.full": target.url},
-                samples=samples,
+                samples=tag_samples(samples, target.node, self._resolver),
             )
             self.bus.publish(Topic.METRICS, encode_metrics([batch]), key=target.node)
             self.counters.add_received(len(samples))

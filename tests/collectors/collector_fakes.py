@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter
 from opentelemetry.util.types import Attributes
 
+from vigil.otlp import MetricSample
 from vigil.telemetry import ComponentCounters
 
 
@@ -63,3 +64,9 @@ class Tally:
 
     def totals(self) -> dict[str, float]:
         return {name: counter.total for name, counter in self._counters.items()}
+
+
+def as_exported(samples: list[MetricSample]) -> list[MetricSample]:
+    """`samples` as the exporter labelled them: without the ``vigil.entity`` Vigil adds."""
+    return [replace(s, labels={k: v for k, v in s.labels.items() if k != "vigil.entity"})
+            for s in samples]

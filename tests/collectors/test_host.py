@@ -51,7 +51,9 @@ def _batch(bus: RecordingBus, index: int = -1) -> MetricBatch:
 
 
 def _values(batch: MetricBatch) -> Values:
-    return {(s.name, frozenset(s.labels.items())): s.value for s in batch.samples}
+    """Samples by name and labels, as the exporter would label them (without vigil.entity)."""
+    return {(s.name, frozenset((k, v) for k, v in s.labels.items() if k != "vigil.entity")):
+            s.value for s in batch.samples}
 
 
 def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
@@ -158,6 +160,9 @@ def test_infiniband_ports(make_collector: MakeCollector, bus: RecordingBus) -> N
     assert values[_key("node_infiniband_state_id", **down)] == 1
     assert values[_key("node_infiniband_link_downed_total", **down)] == 3
     assert not [name for name, _ in values if "lifespan" in name]
+    entities = {s.labels.get("vigil.entity") for s in _batch(bus).samples
+                if s.name.startswith("node_infiniband_")}
+    assert entities == {"nic:gpu-a-017/mlx5_0", "nic:gpu-a-017/mlx5_1"}
 
 
 def test_edac_and_temperatures(make_collector: MakeCollector, bus: RecordingBus) -> None:

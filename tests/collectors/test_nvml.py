@@ -176,7 +176,8 @@ def test_dcgm_exporter_names_and_labels(make_collector: MakeCollector, replay: R
     assert set(gpus) == {"0", "1", "2", "3", "4", "6", "7"}  # GPU 5 fell off the bus
     gpu0 = gpus["0"]
     assert gpu0["DCGM_FI_DEV_GPU_TEMP"].labels == {
-        "gpu": "0", "UUID": "GPU-3f2a9c41-7b0e-5d18-a6c2-91e4b07d5f13",
+        "vigil.entity": f"gpu:{NODE}/0", "gpu": "0",
+        "UUID": "GPU-3f2a9c41-7b0e-5d18-a6c2-91e4b07d5f13",
         "pci_bus_id": "00000000:18:00.0", "device": "nvidia0",
         "modelName": "NVIDIA H100 80GB HBM3", "Hostname": NODE}
     values = {name: sample.value for name, sample in gpu0.items()}
@@ -199,7 +200,7 @@ def test_dcgm_exporter_names_and_labels(make_collector: MakeCollector, replay: R
         "DCGM_FI_DEV_XID_ERRORS": 0,
     }
     assert {s.timestamp for s in batch.samples} == {NOW}
-    assert all(set(s.labels) == DCGM_LABELS for s in batch.samples)
+    assert all(set(s.labels) == DCGM_LABELS | {"vigil.entity"} for s in batch.samples)
 
 
 def test_kinds_follow_dcgm_exporter(make_collector: MakeCollector, replay: ReplayNvml,

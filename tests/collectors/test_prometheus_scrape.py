@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_fakes import RecordingBus, Tally
+from collector_fakes import RecordingBus, Tally, as_exported
 from prometheus_client.parser import text_string_to_metric_families
 from vigil.collectors.prometheus_scrape import (
     PrometheusScrapeCollector,
@@ -163,9 +163,11 @@ def test_collect_publishes_one_batch_per_target_keyed_by_node(
             "host.name": target.node, "vigil.entity": f"node:{target.node}",
             "service.name": "dcgm-exporter", "url.full": target.url,
         }
-        assert batch.samples == parse_exposition(
-            sim_server.cluster.exposition(target.node), NOW
-        )
+        parsed = parse_exposition(sim_server.cluster.exposition(target.node), NOW)
+        # Each GPU's sample names its GPU; otherwise what was scraped goes as it was.
+        assert [s.labels.pop("vigil.entity") for s in batch.samples] == [
+            f"gpu:{target.node}/{s.labels['gpu']}" for s in parsed]
+        assert batch.samples == parsed
         assert len(batch.samples) == len(GPU_FAMILIES) * 8
         assert {s.labels["Hostname"] for s in batch.samples} == {target.node}
     per_node = len(GPU_FAMILIES) * 8
@@ -195,7 +197,8 @@ def test_each_collect_scrapes_afresh(
     first, second = (decode_metrics(p.value)[0].samples for p in bus.published)
     assert {s.timestamp for s in first} == {NOW}
     assert {s.timestamp for s in second} == {NOW + 15}
-    assert second == parse_exposition(sim_server.cluster.exposition("gpu-a-001"), NOW + 15)
+    assert as_exported(second) == parse_exposition(
+        sim_server.cluster.exposition("gpu-a-001"), NOW + 15)
     assert [s.value for s in first] != [s.value for s in second]
 
 
@@ -238,7 +241,7 @@ def test_every_simulated_exporter_is_scraped_under_its_service_name(
     for message, target, text in zip(bus.published, targets, texts, strict=True):
         (batch,) = decode_metrics(message.value)
         assert batch.resource["service.name"] == target.service
-        assert batch.samples == parse_exposition(text or "", NOW)
+        assert as_exported(batch.samples) == parse_exposition(text or "", NOW)
     node_exporter = decode_metrics(bus.published[0].value)[0].samples
     kinds = {s.name: s.kind for s in node_exporter}
     for metric, kind, *_ in NIC_FAMILIES:  # node-exporter names, _total as written
