@@ -83,7 +83,7 @@ class CollectorSettings(_Section):
     """Which collectors run (by name) and how. `sim` reads the simulated cluster `vigil up`
     starts; the others read real sources (see the README's Collectors section)."""
 
-    enabled: list[CollectorName] = Field(default_factory=lambda: ["sim"])
+    enabled: list[CollectorName] = Field(default_factory=lambda: list[CollectorName](["sim"]))
     node_name: str | None = Field(None, description="this host's name; default: its hostname")
     # the simulator's endpoints and any exporter scraped directly
     scrape_interval_s: float = Field(5.0, gt=0)

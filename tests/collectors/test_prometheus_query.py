@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from collector_fakes import RecordingBus, Tally
-from prometheus_api_client import PrometheusApiClientException
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from vigil.collectors.prometheus_query import PrometheusQueryCollector
 
 from vigil.bus import Topic

@@ -13,11 +13,16 @@ import pytest
 from running import VIGIL, RunningVigil
 from vigil.ui.runstate import read_state
 
+from vigil.broker import free_port
+
 
 @pytest.fixture(scope="session")
 def vigil_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVigil]:
     data_dir = tmp_path_factory.mktemp("vigil-data")
     env = dict(os.environ,
+               # Besides the simulator: this machine's own /proc and /sys, and OTLP pushes.
+               VIGIL_COLLECTORS_ENABLED='["sim", "host", "otlp"]',
+               VIGIL_COLLECTORS_OTLP_PORT=str(free_port()),
                VIGIL_DATA_DIR=str(data_dir),
                VIGIL_CONSOLE_PORT="0",
                VIGIL_TELEMETRY_PORT="0",

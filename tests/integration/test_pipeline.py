@@ -95,3 +95,44 @@ def test_bad_messages_are_dead_lettered_and_the_pipeline_goes_on(
     # The stages that dead-lettered those messages still work.
     vigil_up.cli("sim", "inject", "host.soft_lockup", "--target", "node:gpu-a-004")
     _wait_for_incident(vigil_up, "node:gpu-a-004", "host.soft_lockup")
+
+
+def test_a_job_pushing_otlp_logs_reaches_detection(vigil_up: RunningVigil) -> None:
+    """A training job instrumented with the OpenTelemetry SDK pushes its logs to `vigil up`'s
+    OTLP receiver with the SDK's own exporter; an Xid line among them becomes an
+    incident on the GPU it names, like one read from the kernel log."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+
+    port = vigil_up.env["VIGIL_COLLECTORS_OTLP_PORT"]
+    provider = LoggerProvider(resource=Resource.create({"host.name": "gpu-a-002",
+                                                        "service.name": "trainer"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(
+        OTLPLogExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs")))
+    try:
+        provider.get_logger("trainer").emit(
+            body="NVRM: Xid (PCI:0000:ab:00): 79, pid=4242, name=python, GPU has fallen off "
+                 "the bus.", severity_text="ERROR")
+    finally:
+        provider.shutdown()
+    row, waited = _wait_for_incident(vigil_up, "gpu:gpu-a-002/5", "gpu.xid.79")
+    print(f"\nOTLP push -> incident in {waited:.1f} s")
+    assert row["state"] == "open"
+
+
+def test_this_hosts_own_metrics_are_collected(vigil_up: RunningVigil) -> None:
+    """The host collector runs in `vigil up` too and reports through Vigil's self-metrics."""
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(vigil_up.state.metrics_url or "", timeout=5) as response:
+            text = response.read().decode()
+        sent = [line for line in text.splitlines()
+                if line.startswith("vigil_component_sent_total{") and 'component="host"' in line]
+        if sent and float(sent[0].rsplit(" ", 1)[1]) > 0:
+            return
+        time.sleep(1)
+    raise AssertionError("the host collector reported nothing sent within 30 s")
