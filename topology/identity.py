@@ -12,10 +12,12 @@ Answers are cached per label set: a node's thousands of samples share a few doze
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from vigil.topology.graph import Topology
 from vigil.topology.model import EntityKind, entity_id
+
+if TYPE_CHECKING:  # node collectors use this without a graph: they need not load networkx
+    from vigil.topology.graph import Topology
 
 ENTITY_ATTR: Final = "vigil.entity"
 _CACHE_LIMIT: Final = 100_000
