@@ -22,8 +22,11 @@ from pydantic import (
 
 from vigil.records import Severity
 
+# compute: the GPU/NPU itself; memory: its HBM; job: the framework and the training job;
+# service: the cluster's own services (schedulers' daemons, storage servers, registries).
 Layer = Literal[
-    "compute", "memory", "interconnect", "network", "storage", "host", "scheduler", "job"
+    "compute", "memory", "interconnect", "network", "storage", "host", "scheduler", "job",
+    "service",
 ]
 Condition = Literal["above", "below", "increase", "absent", "peer_outlier"]
 
@@ -107,21 +110,20 @@ class FaultMode(_Model):
         None, description="a log line showing the fault; placeholders from EXAMPLE_FIELDS, "
         "e.g. {pci}, {pid}, {node}, are filled in"
     )
+    near_miss: list[str] = Field(
+        [], description="lines that look like the fault but are not it (a healthy variant, a "
+        "neighbouring code); none may raise this mode. Placeholders as in `example`")
     references: list[str] = []
 
     @field_validator("example")
     @classmethod
     def _known_placeholders(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"not a valid example template: {exc}") from None
-        unknown = sorted(names - EXAMPLE_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown placeholders {unknown}; use {sorted(EXAMPLE_FIELDS)}")
-        return value
+        return None if value is None else _template(value)
+
+    @field_validator("near_miss")
+    @classmethod
+    def _near_misses_are_templates(cls, value: list[str]) -> list[str]:
+        return [_template(line) for line in value]
 
     @model_validator(mode="after")
     def _signals_and_example(self) -> FaultMode:
@@ -130,6 +132,17 @@ class FaultMode(_Model):
         if self.signals.logs and self.example is None:
             raise ValueError("a fault mode with a log signal needs an example log line")
         return self
+
+
+def _template(value: str) -> str:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"not a valid example template: {exc}") from None
+    unknown = sorted(names - EXAMPLE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown placeholders {unknown}; use {sorted(EXAMPLE_FIELDS)}")
+    return value
 
 
 class _File(_Model):
@@ -177,6 +190,15 @@ class FaultLibrary:
         return next((m for m in self._modes.values() if m.xid == xid), None)
 
 
+# Values for the placeholders when an example or near miss is checked or replayed.
+EXAMPLE_VALUES: dict[str, str] = {
+    "pci": "0000:3b:00", "pid": "1234", "node": "n1", "nic_pci": "0000:0c:00.0",
+    "ibdev": "mlx5_2", "port": "1", "netdev": "ib2", "storage": "nfs-01",
+    "job": "llama3-70b-pretrain", "rank": "3", "gpu": "5", "iteration": "48210",
+    "mount": "/mnt/nfs-01",
+}
+
+
 def load_library(folder: Path | None = None) -> FaultLibrary:
     """Load every `*.yaml` in `folder` (default: the library shipped with Vigil)."""
     if folder is None:
@@ -205,13 +227,49 @@ def load_library(folder: Path | None = None) -> FaultLibrary:
 
 
 def _parse(name: str, text: str) -> list[FaultMode]:
+    data: object = None
     try:
         data = yaml.safe_load(text)
         return _File.model_validate(data).modes
     except yaml.YAMLError as exc:
         raise LibraryError(f"{name}: not valid YAML: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{_where(data, e['loc'])}: {e['msg']}" for e in exc.errors())
         raise LibraryError(f"{name}: {problems}") from None
+
+
+def _where(data: object, loc: tuple[int | str, ...]) -> str:
+    """A validation error's place, naming the mode by its id: `modes[3] (gpu.xid.79).title`."""
+    path = ".".join(str(p) for p in loc)
+    if len(loc) >= 2 and loc[0] == "modes" and isinstance(loc[1], int) and isinstance(data, dict):
+        modes = data.get("modes")
+        if isinstance(modes, list) and loc[1] < len(modes) and isinstance(modes[loc[1]], dict):
+            mode_id = modes[loc[1]].get("id")
+            rest = ".".join(str(p) for p in loc[2:])
+            path = f"mode {mode_id!r}" + (f" field {rest}" if rest else "")
+    return path
+
+
+def schema() -> dict[str, object]:
+    """The JSON Schema of a library file (`diagnosis/faults/schema.json` is this, written out)."""
+    return _File.model_json_schema()
+
+
+def consistency_problems(library: FaultLibrary) -> list[str]:
+    """Examples that do not raise their own mode alone, near misses that raise theirs."""
+    fill = {name: f"<{name}>" for name in EXAMPLE_FIELDS} | EXAMPLE_VALUES
+
+    def raised(line: str) -> list[str]:
+        return [m.id for m in library for s in m.signals.logs
+                if s.contains in line and s.regex.search(line)]
+
+    problems = []
+    for mode in library:
+        if mode.example is not None:
+            got = raised(mode.example.format(**fill))
+            if got != [mode.id]:
+                problems.append(f"{mode.id}: its example raises {got or 'nothing'}")
+        for near in mode.near_miss:
+            if mode.id in raised(near.format(**fill)):
+                problems.append(f"{mode.id}: near miss {near!r} raises it")
+    return problems

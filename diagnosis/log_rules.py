@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vigil.diagnosis.library import FaultLibrary, FaultMode, LogSignal
+from vigil.diagnosis.library import FaultLibrary, FaultMode
+from vigil.diagnosis.log_match import LogMatcher
 
 from vigil.otlp import LogBatch, MetricBatch
 from vigil.records import Alert
@@ -26,11 +27,7 @@ class LogRuleDetector:
     name = "log_rules"
 
     def __init__(self, library: FaultLibrary) -> None:
-        # Group rules by their literal so one `in` test skips most lines for many rules.
-        self._rules: dict[str, list[tuple[LogSignal, FaultMode]]] = defaultdict(list)
-        for mode in library:
-            for signal in mode.signals.logs:
-                self._rules[signal.contains].append((signal, mode))
+        self._matcher = LogMatcher(library)
         self._gpu_by_pci: dict[str, dict[str, str]] = defaultdict(dict)
 
     def observe_metrics(self, batch: MetricBatch, now: float) -> list[Alert]:
@@ -46,25 +43,19 @@ class LogRuleDetector:
         host = batch.resource.get("host.name", "")
         alerts: list[Alert] = []
         for line in batch.lines:
-            for literal, rules in self._rules.items():
-                if literal not in line.body:
-                    continue
-                for signal, mode in rules:
-                    match = signal.regex.search(line.body)
-                    if match is None:
-                        continue
-                    evidence = {k: v for k, v in match.groupdict().items() if v is not None}
-                    evidence["log"] = line.body[:500]
-                    # A scheduler's log speaks about other hosts: the subject is the one named.
-                    node = evidence.get("node", host) if mode.layer == "scheduler" else host
-                    if node != host:
-                        evidence["reported_by"] = host
-                    alerts.append(Alert(
-                        fault_id=mode.id, entity=self._entity(node, mode, evidence), node=node,
-                        severity=mode.severity, summary=f"{mode.title} on {node}",
-                        detector=self.name, observed_at=line.timestamp, detected_at=now,
-                        evidence=evidence,
-                    ))
+            for mode, match in self._matcher.matches(line.body):
+                evidence = {k: v for k, v in match.groupdict().items() if v is not None}
+                evidence["log"] = line.body[:500]
+                # A scheduler's log speaks about other hosts: the subject is the one named.
+                node = evidence.get("node", host) if mode.layer == "scheduler" else host
+                if node != host:
+                    evidence["reported_by"] = host
+                alerts.append(Alert(
+                    fault_id=mode.id, entity=self._entity(node, mode, evidence), node=node,
+                    severity=mode.severity, summary=f"{mode.title} on {node}",
+                    detector=self.name, observed_at=line.timestamp, detected_at=now,
+                    evidence=evidence,
+                ))
         return alerts
 
     def _entity(self, node: str, mode: FaultMode, evidence: dict[str, str]) -> str:

@@ -17,6 +17,8 @@ from rich import box
 from rich.table import Table
 from vigil.ui.cli_bench import bench_app
 from vigil.ui.cli_common import ConfigOption, JsonOption, fail, out
+from vigil.ui.cli_diagnose import diagnose_app
+from vigil.ui.cli_faults import faults_app
 from vigil.ui.cli_topo import topo_app
 from vigil.ui.runstate import read_state
 from vigil.ui.views import incident_row
@@ -35,6 +37,8 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 app.add_typer(topo_app, name="topo")
+app.add_typer(faults_app, name="faults")
+app.add_typer(diagnose_app, name="diagnose")
 
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+import vigil.diagnosis.library as library_module
 from pydantic import ValidationError
 from vigil.diagnosis.library import (
     EXAMPLE_FIELDS,
@@ -14,7 +16,9 @@ from vigil.diagnosis.library import (
     Layer,
     LibraryError,
     MetricSignal,
+    consistency_problems,
     load_library,
+    schema,
 )
 
 from vigil.records import Severity
@@ -90,6 +94,31 @@ def test_example_matches_its_own_signal_and_no_other(
 
     assert _matching_modes(library, line) == [mode.id]
     assert _matching_modes(library, KERNEL_PREFIX + line) == [mode.id]
+
+
+@pytest.mark.parametrize(
+    "mode", [m for m in SHIPPED if m.near_miss], ids=lambda m: m.id
+)
+def test_near_misses_do_not_raise_their_mode(library: FaultLibrary, mode: FaultMode) -> None:
+    for template in mode.near_miss:
+        line = template.format(**FILL)
+        assert mode.id not in _matching_modes(library, line), line
+        assert mode.id not in _matching_modes(library, KERNEL_PREFIX + line), line
+
+
+def test_the_library_has_300_modes_each_with_a_near_miss(library: FaultLibrary) -> None:
+    assert len(library) >= 300
+    assert [m.id for m in library if m.signals.logs and not m.near_miss] == []
+
+
+def test_the_shipped_library_is_consistent() -> None:
+    assert consistency_problems(SHIPPED) == []
+
+
+def test_schema_file_is_the_models_schema() -> None:
+    shipped = json.loads((Path(library_module.__file__).parent / "faults" / "schema.json")
+                         .read_text())
+    assert shipped == schema(), "regenerate: vigil faults schema > diagnosis/faults/schema.json"
 
 
 def test_the_fill_in_values_cover_every_placeholder() -> None:
@@ -235,16 +264,20 @@ def test_downstream_may_name_a_mode_from_another_file() -> None:
     [
         ("duplicate_id", ["b_second.yaml: ", "'test.alpha'", "already defined in a_first.yaml"]),
         ("duplicate_in_one_file", ["modes.yaml: ", "'test.alpha'", "already defined"]),
-        ("bad_regex", ["bad_regex.yaml: ", "modes.0.signals.logs.0.pattern", "not a valid regex"]),
-        ("unknown_key", ["unknown_key.yaml: ", "modes.0.severity_level", "Extra inputs"]),
+        ("bad_regex", ["bad_regex.yaml: ", "mode 'test.alpha' field signals.logs.0.pattern",
+                       "not a valid regex"]),
+        ("unknown_key", ["unknown_key.yaml: ", "mode 'test.alpha' field severity_level",
+                         "Extra inputs"]),
         ("unknown_downstream", ["b_causes.yaml: ", "test.beta", "['test.gamma']"]),
         ("not_yaml", ["broken.yaml: ", "not valid YAML"]),
-        ("no_signals", ["no_signals.yaml: ", "modes.0", "at least one signal"]),
-        ("bad_condition", ["bad_condition.yaml: ", "modes.0.signals.metrics.0.condition",
+        ("no_signals", ["no_signals.yaml: ", "mode 'test.alpha'", "at least one signal"]),
+        ("bad_condition", ["bad_condition.yaml: ", "field signals.metrics.0.condition",
                            "'peer_outlier'"]),
-        ("no_threshold", ["no_threshold.yaml: ", "modes.0.signals.metrics.0", "needs a threshold"]),
-        ("log_without_example", ["no_example.yaml: ", "modes.0", "needs an example log line"]),
-        ("unknown_placeholder", ["placeholder.yaml: ", "modes.0.example", "['gpu_uuid']"]),
+        ("no_threshold", ["no_threshold.yaml: ", "field signals.metrics.0", "needs a threshold"]),
+        ("log_without_example", ["no_example.yaml: ", "mode 'test.alpha'",
+                                 "needs an example log line"]),
+        ("unknown_placeholder", ["placeholder.yaml: ", "mode 'test.alpha' field example",
+                                 "['gpu_uuid']"]),
     ],
 )
 def test_a_bad_library_file_is_refused_naming_the_file(folder: str, fragments: list[str]) -> None:
