@@ -7,9 +7,11 @@ from collections.abc import Callable
 from vigil.diagnosis.base import Detector
 from vigil.diagnosis.library import FaultLibrary
 from vigil.diagnosis.log_rules import LogRuleDetector
+from vigil.diagnosis.metric_rules import MetricRuleDetector
 
 DETECTORS: dict[str, Callable[[FaultLibrary], Detector]] = {
     "log_rules": LogRuleDetector,
+    "metric_rules": MetricRuleDetector,
 }
 
 

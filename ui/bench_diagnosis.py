@@ -62,6 +62,7 @@ class BenchPlan:
     interval_s: float  # simulator sampling and scrape interval
     timing: Timing
     only: tuple[str, ...] = ()  # run just these shipped scenarios (all when empty)
+    detectors: tuple[str, ...] = ("log_rules", "metric_rules")  # as detect.detectors
 
     @classmethod
     def quick(cls, seed: int) -> BenchPlan:
@@ -131,7 +132,7 @@ def run_benchmark(
         bus.ensure_topics()
         sim = SimServer(cluster, "127.0.0.1", 0, plan.interval_s, clock)
         stages: list[ConsumerStage] = [
-            DetectStage(bus, build_detectors(["log_rules"], library)),
+            DetectStage(bus, build_detectors(list(plan.detectors), library)),
             IncidentStage(bus, store, Correlator(library, plan.observe_s)),
         ]
         components: list[Worker | SimServer] = [sim, *stages]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.table import Table
-from vigil.ui.cli_common import JsonOption, err, out
+from vigil.ui.cli_common import JsonOption, err, fail, out
 
 from vigil import log as vlog
 
@@ -31,12 +31,22 @@ def bench_diagnosis(
         min=0, help="Fault-free seconds first, for false alerts (ignored with --quick).")] = 120,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Folder for truth, store, report (default .vigil/bench/...).")] = None,
+    detectors: Annotated[str, typer.Option(
+        help="Comma-separated detector names, as detect.detectors.")] = "log_rules,metric_rules",
     as_json: JsonOption = False,
 ) -> None:
     """Run fault scenarios through the real pipeline and score detection and root cause."""
+    import dataclasses
+
+    from vigil.diagnosis.registry import DETECTORS
     from vigil.ui.bench_diagnosis import BenchPlan, run_benchmark
 
+    names = tuple(name.strip() for name in detectors.split(",") if name.strip())
+    unknown = [name for name in names if name not in DETECTORS]
+    if unknown or not names:
+        fail(f"--detectors: unknown {unknown or 'none given'}; known: {', '.join(DETECTORS)}")
     plan = BenchPlan.quick(seed) if quick else BenchPlan.full(nodes, scenarios, seed, healthy)
+    plan = dataclasses.replace(plan, detectors=names)
     folder = out_dir or Path(".vigil") / "bench" / time.strftime("diagnosis-%Y%m%d-%H%M%S")
     vlog.configure("warning", stream=_open_log(folder))
     with err.status("starting…") as status:

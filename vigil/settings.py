@@ -139,7 +139,7 @@ class CollectorSettings(_Section):
 
 
 class DetectSettings(_Section):
-    detectors: list[str] = Field(default_factory=lambda: ["log_rules"])
+    detectors: list[str] = Field(default_factory=lambda: ["log_rules", "metric_rules"])
 
 
 class CorrelateSettings(_Section):
