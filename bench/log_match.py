@@ -10,9 +10,9 @@ steady training log with one fault line in a thousand (an Xid, an NCCL error, a 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
+from figures import print_figures  # bench/, this script's own folder
 from vigil.diagnosis.library import load_library
 from vigil.diagnosis.log_match import LogMatcher
 
@@ -58,11 +58,7 @@ def main() -> None:
         "matcher_lines_per_s": round(args.lines / matcher_s),
         "speedup": round(baseline_s / matcher_s, 1),
     }
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key:<22} {value}")
+    print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import multiprocessing
 import os
 import tempfile
@@ -28,6 +27,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import httpx
+from figures import print_figures  # bench/, this script's own folder
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -175,12 +175,7 @@ def main() -> None:
             if broker is not None:
                 bus.close()
                 broker.shutdown()
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        width = max(map(len, figures))
-        for key, value in figures.items():
-            print(f"{key:<{width}}  {value}")
+    print_figures(figures, args.json)
 
 
 def _parsed(body: bytes) -> ExportMetricsServiceRequest:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import print_figures  # bench/, this script's own folder
 from vigil.ui.runstate import RunState, read_state
 
 from vigil.store import Store
@@ -92,12 +93,7 @@ def main() -> None:
         "fault_to_alert_median_s": round(statistics.median(detected), 3),
         "fault_to_alert_max_s": round(max(detected), 3),
     }
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        width = max(map(len, figures))
-        for key, value in figures.items():
-            print(f"{key:<{width}}  {value}")
+    print_figures(figures, args.json)
 
 
 def _p95(values: list[float]) -> float:

@@ -22,16 +22,17 @@ figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from figures import print_figures  # bench/, this script's own folder
 from opentelemetry.metrics import set_meter_provider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from vigil.collectors.spool import SpoolConfig, SpoolingPublisher
+from vigil.collectors.spool import SpoolingPublisher
+from vigil.collectors.spool_config import SpoolConfig
 from vigil.collectors.spool_disk import DiskSpool
 from vigil.collectors.spool_record import Message
 
@@ -218,12 +219,7 @@ def main() -> None:
             figures |= live(broker.bootstrap, folder, messages)
         figures |= replay(folder, messages)
         figures |= burst(folder, messages)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        width = max(map(len, figures))
-        for key, value in figures.items():
-            print(f"{key:<{width}}  {value}")
+    print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

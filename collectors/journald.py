@@ -188,11 +188,7 @@ class JournalCollector(Worker):
     def shutdown(self) -> None:
         super().shutdown()
         if self._checkpoint is not None:
-            try:
-                self._checkpoint.save()
-            except OSError as exc:
-                log.error("checkpoint not saved", extra={"path": str(self._checkpoint.path),
-                                                         "error": exc})
+            self._checkpoint.save_on_exit()
 
     def _follow(self, argv: list[str]) -> int | None:
         """Run journalctl until it exits or we stop; its exit code (None: we stopped it)."""

@@ -168,11 +168,7 @@ class KmsgCollector(PollingCollector):
             os.close(self._fd)
             self._fd = None
         if self._checkpoint is not None:
-            try:
-                self._checkpoint.save()
-            except OSError as exc:
-                log.error("checkpoint not saved", extra={"path": str(self._checkpoint.path),
-                                                         "error": exc})
+            self._checkpoint.save_on_exit()
 
     def _open(self) -> bool:
         try:

@@ -65,6 +65,13 @@ class CheckpointFile:
         self._dirty = False
         self._saved_at = time.monotonic()
 
+    def save_on_exit(self) -> None:
+        """`save`, for shutdown: a failure is logged, not raised, so the rest still stops."""
+        try:
+            self.save()
+        except OSError as exc:
+            log.error("checkpoint not saved", extra={"path": str(self.path), "error": exc})
+
     def _load(self) -> None:
         try:
             text = self.path.read_bytes()

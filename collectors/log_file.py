@@ -150,11 +150,7 @@ class LogFileCollector(PollingCollector):
                 self._publish(followed, followed.lines_of(followed.joiner.flush()))
             followed.cursor.close()
         if self._checkpoint is not None:
-            try:
-                self._checkpoint.save()
-            except OSError as exc:
-                log.error("checkpoint not saved", extra={"path": str(self._checkpoint.path),
-                                                         "error": exc})
+            self._checkpoint.save_on_exit()
 
     def _collect_file(self, followed: _Followed, now: float) -> None:
         path = str(followed.tailed.path)

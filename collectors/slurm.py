@@ -74,9 +74,7 @@ class SlurmCollector(PollingCollector):
             unhealthy = not UNHEALTHY_NODE.isdisjoint(node.states)
             if not _changed(old, node.states, unhealthy):
                 continue
-            state = ",".join(node.states)
-            previous = ",".join(old) if old else ""
-            change = f"{previous} -> {state}" if previous else f"is {state}"
+            state, previous, change = _transition(old, node.states)
             reason = f": {node.reason}" if node.reason else ""
             events.append(ClusterEvent(
                 name="slurm.node.state", entity=f"node:{node.name}", key=node.name,
@@ -94,8 +92,7 @@ class SlurmCollector(PollingCollector):
             failed = not FAILED_JOB.isdisjoint(job.states)
             if not _changed(old, job.states, failed):
                 continue
-            state, previous = ",".join(job.states), ",".join(old or ())
-            change = f"{previous} -> {state}" if previous else f"is {state}"
+            state, previous, change = _transition(old, job.states)
             events.append(ClusterEvent(
                 name="slurm.job.state", entity=f"job:slurm-{job.job_id}",
                 key=f"slurm-{job.job_id}", time=now,
@@ -105,6 +102,12 @@ class SlurmCollector(PollingCollector):
                             "slurm.state": state, "slurm.state.previous": previous,
                             "slurm.nodes": ",".join(job.nodes)}))
         return events
+
+
+def _transition(old: tuple[str, ...] | None, new: tuple[str, ...]) -> tuple[str, str, str]:
+    """The new state, the previous one ("" at first sight) and the change in words."""
+    state, previous = ",".join(new), ",".join(old or ())
+    return state, previous, f"{previous} -> {state}" if previous else f"is {state}"
 
 
 def _changed(old: tuple[str, ...] | None, new: tuple[str, ...], bad: bool) -> bool:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka.errors import KafkaError
+from vigil.collectors.spool_config import DEFAULT_SPOOL_CONFIG, SpoolConfig
 from vigil.collectors.spool_disk import Discard, DiskSpool, SpoolError, SpoolPosition
 from vigil.collectors.spool_kafka import (
-    Acks,
     Connecting,
     DeliveryFuture,
     Producer,
@@ -50,40 +50,6 @@ log = logging.getLogger(__name__)
 
 _DROP_LOG_EVERY_S = 10.0
 _TICK_S = 0.5  # the longest the sender sleeps with nothing to do
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolConfig:
-    """Bounds and timeouts of the spool and of the producer it sends with."""
-
-    max_memory_bytes: int = 64 * 1024 * 1024
-    max_disk_bytes: int = 1024 * 1024 * 1024
-    segment_bytes: int | None = None  # default: max_disk_bytes / 8, at most 16 MiB
-    max_in_flight_bytes: int = 8 * 1024 * 1024
-    ack_timeout_s: float = 10.0
-    connect_timeout_s: float = 2.0
-    retry_backoff_s: float = 0.5
-    retry_backoff_max_s: float = 10.0
-    close_timeout_s: float = 5.0
-    acks: Acks = 1
-
-    def __post_init__(self) -> None:
-        problems = [f"{name} must be positive" for name in (
-            "max_memory_bytes", "max_in_flight_bytes", "ack_timeout_s", "connect_timeout_s",
-            "retry_backoff_s", "close_timeout_s") if getattr(self, name) <= 0]
-        if self.segment_size <= 0 or self.max_disk_bytes < 2 * self.segment_size:
-            problems.append("max_disk_bytes must hold at least two segments of segment_bytes")
-        if self.retry_backoff_max_s < self.retry_backoff_s:
-            problems.append("retry_backoff_max_s must be at least retry_backoff_s")
-        if problems:
-            raise ValueError("invalid spool config: " + "; ".join(problems))
-
-    @property
-    def segment_size(self) -> int:
-        """Bytes a segment file grows to: what dropping the oldest frees at a time."""
-        if self.segment_bytes is not None:
-            return self.segment_bytes
-        return min(16 * 1024 * 1024, self.max_disk_bytes // 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +99,7 @@ class SpoolingPublisher(Worker):
 
     def __init__(
         self, connect: Callable[[], Producer], directory: Path,
-        config: SpoolConfig = SpoolConfig(), name: str = "spool",
+        config: SpoolConfig = DEFAULT_SPOOL_CONFIG, name: str = "spool",
     ) -> None:
         super().__init__(name)
         self.config = config
@@ -168,7 +134,8 @@ class SpoolingPublisher(Worker):
 
     @classmethod
     def for_bus(
-        cls, bus: Bus, directory: Path, config: SpoolConfig = SpoolConfig(), name: str = "spool",
+        cls, bus: Bus, directory: Path, config: SpoolConfig = DEFAULT_SPOOL_CONFIG,
+        name: str = "spool",
     ) -> SpoolingPublisher:
         """A publisher to the Kafka that `bus` talks to, with a producer of its own."""
         return cls.for_kafka(bus.bootstrap, bus.settings, directory, config, name,
@@ -177,7 +144,8 @@ class SpoolingPublisher(Worker):
     @classmethod
     def for_kafka(
         cls, bootstrap: str, kafka: KafkaSettings, directory: Path,
-        config: SpoolConfig = SpoolConfig(), name: str = "spool", client_id: str = "vigil-spool",
+        config: SpoolConfig = DEFAULT_SPOOL_CONFIG, name: str = "spool",
+        client_id: str = "vigil-spool",
     ) -> SpoolingPublisher:
         """A publisher to the Kafka at `bootstrap`, with a producer of its own."""
         connect = kafka_connector(bootstrap, kafka, config.acks, config.ack_timeout_s,

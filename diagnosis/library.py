@@ -255,21 +255,3 @@ def schema() -> dict[str, object]:
     return _File.model_json_schema()
 
 
-def consistency_problems(library: FaultLibrary) -> list[str]:
-    """Examples that do not raise their own mode alone, near misses that raise theirs."""
-    fill = {name: f"<{name}>" for name in EXAMPLE_FIELDS} | EXAMPLE_VALUES
-
-    def raised(line: str) -> list[str]:
-        return [m.id for m in library for s in m.signals.logs
-                if s.contains in line and s.regex.search(line)]
-
-    problems = []
-    for mode in library:
-        if mode.example is not None:
-            got = raised(mode.example.format(**fill))
-            if got != [mode.id]:
-                problems.append(f"{mode.id}: its example raises {got or 'nothing'}")
-        for near in mode.near_miss:
-            if mode.id in raised(near.format(**fill)):
-                problems.append(f"{mode.id}: near miss {near!r} raises it")
-    return problems

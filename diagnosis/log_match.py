@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 import ahocorasick
-from vigil.diagnosis.library import FaultLibrary, FaultMode, LogSignal
+from vigil.diagnosis.library import EXAMPLE_VALUES, FaultLibrary, FaultMode, LogSignal
 
 
 class LogMatcher:
@@ -39,3 +39,22 @@ class LogMatcher:
                 match = signal.regex.search(text)
                 if match is not None:
                     yield mode, match
+
+
+def consistency_problems(library: FaultLibrary) -> list[str]:
+    """Examples that do not raise their own mode alone, near misses that raise theirs."""
+    matcher = LogMatcher(library)
+
+    def raised(line: str) -> list[str]:
+        return list(dict.fromkeys(mode.id for mode, _ in matcher.matches(line)))
+
+    problems = []
+    for mode in library:
+        if mode.example is not None:
+            got = raised(mode.example.format(**EXAMPLE_VALUES))
+            if got != [mode.id]:
+                problems.append(f"{mode.id}: its example raises {got or 'nothing'}")
+        for near in mode.near_miss:
+            if mode.id in raised(near.format(**EXAMPLE_VALUES)):
+                problems.append(f"{mode.id}: near miss {near!r} raises it")
+    return problems

@@ -12,10 +12,10 @@ from vigil.diagnosis.library import (
     FaultLibrary,
     Layer,
     LibraryError,
-    consistency_problems,
     load_library,
     schema,
 )
+from vigil.diagnosis.log_match import consistency_problems
 from vigil.ui.cli_common import JsonOption, fail, out
 
 faults_app = typer.Typer(help="The fault-mode library: list, show, check.", no_args_is_help=True)

@@ -72,6 +72,13 @@ def parse_time(text: str | None) -> float | None:
     return moment.timestamp()
 
 
+def _graph_at(path: Path | None, at: str | None, *entities: str) -> tuple[Topology, float | None]:
+    """The graph and the `--at` time, once every entity named is known to exist then."""
+    topo, when = _load(path), parse_time(at)
+    _known(topo, *entities, at=when)
+    return topo, when
+
+
 def _known(topo: Topology, *entities: str, at: float | None = None) -> None:
     for entity in entities:
         if not topo.exists(entity, at):
@@ -102,8 +109,7 @@ def show(entity: Annotated[str, typer.Argument(help="Entity id, e.g. node:gpu-a-
          inventory: InventoryOption = None, at: AtOption = None,
          as_json: JsonOption = False) -> None:
     """An entity, its attributes and its relations."""
-    topo, when = _load(inventory), parse_time(at)
-    _known(topo, entity, at=when)
+    topo, when = _graph_at(inventory, at, entity)
     found = topo.entity(entity, when)
     assert found is not None
     relations = [(r.src, str(r.kind), r.dst) for r in topo.relations(entity, when)]
@@ -129,8 +135,7 @@ def blast_radius(entity: Annotated[str, typer.Argument(help="Entity id.")],
                  inventory: InventoryOption = None, at: AtOption = None,
                  as_json: JsonOption = False) -> None:
     """Everything that fails, or is hurt, when ENTITY fails."""
-    topo, when = _load(inventory), parse_time(at)
-    _known(topo, entity, at=when)
+    topo, when = _graph_at(inventory, at, entity)
     hit = sorted(queries.blast_radius(topo, entity, when))
     by_kind: dict[str, int] = {}
     for e in hit:
@@ -152,8 +157,7 @@ def common(entities: Annotated[list[str], typer.Argument(help="Two or more entit
     """What ENTITIES depend on in common (switches, links, storage, racks, power)."""
     if len(entities) < 2:
         fail("give at least two entities")
-    topo, when = _load(inventory), parse_time(at)
-    _known(topo, *entities, at=when)
+    topo, when = _graph_at(inventory, at, *entities)
     shared = queries.shared_dependencies(topo, entities, at=when)
     if as_json:
         print(json.dumps([{"entity": e, "covers": n} for e, n in shared]))
@@ -173,8 +177,7 @@ def path(a: Annotated[str, typer.Argument(help="From entity.")],
          inventory: InventoryOption = None, at: AtOption = None,
          as_json: JsonOption = False) -> None:
     """The shortest physical path (cables, switches, components) from A to B."""
-    topo, when = _load(inventory), parse_time(at)
-    _known(topo, a, b, at=when)
+    topo, when = _graph_at(inventory, at, a, b)
     route = queries.path(topo, a, b, when)
     if as_json:
         print(json.dumps({"from": a, "to": b, "hops": max(0, len(route) - 1), "path": route}))

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 import yaml
-from vigil.collectors.spool import SpoolConfig, SpoolingPublisher
+from vigil.collectors.spool import SpoolingPublisher
+from vigil.collectors.spool_config import SpoolConfig
 from vigil.diagnosis.correlate import Correlator
 from vigil.diagnosis.detect import DetectStage
 from vigil.diagnosis.incidents import IncidentStage

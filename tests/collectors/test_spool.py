@@ -18,7 +18,8 @@ import pytest
 from collector_fakes import Tally
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.future import Future
-from vigil.collectors.spool import SpoolConfig, SpoolingPublisher
+from vigil.collectors.spool import SpoolingPublisher
+from vigil.collectors.spool_config import SpoolConfig
 from vigil.collectors.spool_disk import Discard, DiskSpool, SpoolError
 from vigil.collectors.spool_kafka import kafka_connector
 from vigil.collectors.spool_record import Message, decode_payload, encode_frame

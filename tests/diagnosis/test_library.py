@@ -11,25 +11,22 @@ import vigil.diagnosis.library as library_module
 from pydantic import ValidationError
 from vigil.diagnosis.library import (
     EXAMPLE_FIELDS,
+    EXAMPLE_VALUES,
     FaultLibrary,
     FaultMode,
     Layer,
     LibraryError,
     MetricSignal,
-    consistency_problems,
     load_library,
     schema,
 )
+from vigil.diagnosis.log_match import consistency_problems
 
 from vigil.records import Severity
 
 LIBRARIES = Path(__file__).parent / "data" / "libraries"
 SHIPPED = load_library()  # for parametrize ids; tests use the `library` fixture
-FILL = {  # a value for every placeholder an example may use
-    "pci": "0000:3b:00", "pid": 1234, "node": "n1", "nic_pci": "0000:0c:00.0", "ibdev": "mlx5_2",
-    "port": 1, "netdev": "ib2", "storage": "nfs-01", "job": "llama3-70b-pretrain", "rank": 3,
-    "gpu": 5, "iteration": 48210, "mount": "/mnt/nfs-01",
-}
+FILL = EXAMPLE_VALUES  # a value for every placeholder an example may use
 PLAYBOOKS = {"notify", "container.restart", "job.restart_without_node", "node.drain_and_reset",
              "network.port_disable", "storage.failover"}
 KERNEL_PREFIX = "2024-06-10T06:13:20.500000+00:00 n1 kernel: "  # where the lines really appear

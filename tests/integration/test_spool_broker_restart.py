@@ -29,7 +29,8 @@ from kafka import KafkaConsumer, TopicPartition
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter
 from opentelemetry.util.types import Attributes
-from vigil.collectors.spool import SpoolConfig, SpoolingPublisher
+from vigil.collectors.spool import SpoolingPublisher
+from vigil.collectors.spool_config import SpoolConfig
 
 from vigil.broker import EmbeddedBroker, free_port
 from vigil.bus import Bus, Topic
