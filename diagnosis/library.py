@@ -48,6 +48,14 @@ class LogSignal(_Model):
     contains: str = Field(description="literal that every match contains; a cheap pre-filter")
     pattern: str = Field(description="Python regex; named groups become alert evidence")
 
+    @field_validator("contains")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # Batches of lines are screened joined by newlines (LogMatcher.scan).
+        if not value or "\n" in value:
+            raise ValueError("must be a non-empty literal on one line")
+        return value
+
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:

@@ -9,8 +9,10 @@ that one pass.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
 
 import ahocorasick
 from vigil.diagnosis.library import EXAMPLE_VALUES, FaultLibrary, FaultMode, LogSignal
@@ -39,6 +41,29 @@ class LogMatcher:
                 match = signal.regex.search(text)
                 if match is not None:
                     yield mode, match
+
+
+    def scan(self, texts: Sequence[str]) -> Iterator[tuple[int, FaultMode, re.Match[str]]]:
+        """(index, mode, match) for every match in a batch of texts, in index order.
+
+        The batch is joined and the automaton runs once over all of it, so a line that holds
+        no literal costs no Python at all; only lines with a literal run their regexes.
+        Literals never hold a newline (`LogSignal` checks it), so none spans two lines.
+        """
+        if not self._groups or not texts:
+            return
+        joined = "\n".join(texts)
+        ends = list(accumulate(len(text) + 1 for text in texts))  # one past each line's end
+        found: dict[int, set[int]] = {}
+        for at, order in self._automaton.iter(joined):
+            found.setdefault(bisect_right(ends, at), set()).add(order)
+        for index in sorted(found):
+            text = texts[index]
+            for order in sorted(found[index]):
+                for signal, mode in self._groups[order][1]:
+                    match = signal.regex.search(text)
+                    if match is not None:
+                        yield index, mode, match
 
 
 def consistency_problems(library: FaultLibrary) -> list[str]:

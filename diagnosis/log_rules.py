@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 from vigil.diagnosis.library import FaultLibrary, FaultMode
 from vigil.diagnosis.log_match import LogMatcher
 
-from vigil.otlp import LogBatch, MetricBatch
+from vigil.frames import MetricFrame, SeriesTable
+from vigil.otlp import LogBatch
 from vigil.records import Alert
 
 
@@ -29,33 +31,44 @@ class LogRuleDetector:
     def __init__(self, library: FaultLibrary) -> None:
         self._matcher = LogMatcher(library)
         self._gpu_by_pci: dict[str, dict[str, str]] = defaultdict(dict)
+        self._table: SeriesTable | None = None
+        self._read = np.zeros(0, dtype=bool)  # per series id: its labels have been read
 
-    def observe_metrics(self, batch: MetricBatch, now: float) -> list[Alert]:
-        node = batch.resource.get("host.name", "")
-        known = self._gpu_by_pci[node]
-        for sample in batch.samples:
-            pci, gpu = sample.labels.get("pci_bus_id"), sample.labels.get("gpu")
+    def observe_metrics(self, frame: MetricFrame, now: float) -> list[Alert]:
+        # Labels belong to series, not samples: read each series once, when first seen.
+        table = frame.table
+        if table is not self._table:
+            self._table, self._read = table, np.zeros(0, dtype=bool)
+        if len(self._read) < len(table):
+            self._read = np.concatenate(
+                [self._read, np.zeros(len(table) - len(self._read), dtype=bool)])
+        seen = np.unique(frame.series)
+        for sid in seen[~self._read[seen]].tolist():
+            labels = table.labels[sid]
+            pci, gpu = labels.get("pci_bus_id"), labels.get("gpu")
             if pci and gpu is not None:
-                known[pci_key(pci)] = gpu
+                self._gpu_by_pci[table.hosts[sid]][pci_key(pci)] = gpu
+        self._read[seen] = True
         return []
 
     def observe_logs(self, batch: LogBatch, now: float) -> list[Alert]:
         host = batch.resource.get("host.name", "")
         alerts: list[Alert] = []
-        for line in batch.lines:
-            for mode, match in self._matcher.matches(line.body):
-                evidence = {k: v for k, v in match.groupdict().items() if v is not None}
-                evidence["log"] = line.body[:500]
-                # A scheduler's log speaks about other hosts: the subject is the one named.
-                node = evidence.get("node", host) if mode.layer == "scheduler" else host
-                if node != host:
-                    evidence["reported_by"] = host
-                alerts.append(Alert(
-                    fault_id=mode.id, entity=self._entity(node, mode, evidence), node=node,
-                    severity=mode.severity, summary=f"{mode.title} on {node}",
-                    detector=self.name, observed_at=line.timestamp, detected_at=now,
-                    evidence=evidence,
-                ))
+        lines = batch.lines
+        for index, mode, match in self._matcher.scan([line.body for line in lines]):
+            line = lines[index]
+            evidence = {k: v for k, v in match.groupdict().items() if v is not None}
+            evidence["log"] = line.body[:500]
+            # A scheduler's log speaks about other hosts: the subject is the one named.
+            node = evidence.get("node", host) if mode.layer == "scheduler" else host
+            if node != host:
+                evidence["reported_by"] = host
+            alerts.append(Alert(
+                fault_id=mode.id, entity=self._entity(node, mode, evidence), node=node,
+                severity=mode.severity, summary=f"{mode.title} on {node}",
+                detector=self.name, observed_at=line.timestamp, detected_at=now,
+                evidence=evidence,
+            ))
         return alerts
 
     def _entity(self, node: str, mode: FaultMode, evidence: dict[str, str]) -> str:

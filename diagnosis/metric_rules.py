@@ -16,16 +16,18 @@ the peer-comparison detector.
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 from vigil.diagnosis.library import FaultLibrary, FaultMode, MetricSignal
 from vigil.topology.identity import ENTITY_ATTR, EntityResolver
 
-from vigil.otlp import LogBatch, MetricBatch, MetricSample
+from vigil.frames import MetricFrame, SeriesTable
+from vigil.otlp import MetricSample
 from vigil.records import Alert
 
-_Key = tuple[str, int, str, tuple[tuple[str, str], ...]]  # mode, signal, host, labels
+_Rule = tuple[FaultMode, MetricSignal]
 
 
 @dataclass(slots=True)
@@ -36,35 +38,94 @@ class _State:
 
 
 class MetricRuleDetector:
+    """Per series, the library's metric conditions; numpy picks the rows that need a look.
+
+    A row needs one when a condition could hold (above the lowest `above` bound, below the
+    highest `below` bound, not finite, a counter that moved) or its series has a condition
+    in progress. Everything else (nearly every sample of a healthy cluster) costs a few
+    vectorised comparisons.
+    """
+
     name = "metric_rules"
 
     def __init__(self, library: FaultLibrary) -> None:
-        self._signals: dict[str, list[tuple[FaultMode, int, MetricSignal]]] = defaultdict(list)
+        self._by_metric: dict[str, list[_Rule]] = {}
         for mode in library:
-            for index, signal in enumerate(mode.signals.metrics):
+            for signal in mode.signals.metrics:
                 if signal.condition != "peer_outlier":
-                    self._signals[signal.metric].append((mode, index, signal))
-        self._state: dict[_Key, _State] = {}
+                    self._by_metric.setdefault(signal.metric, []).append((mode, signal))
+        self._table: SeriesTable | None = None
+        self._rules: list[list[_Rule]] = []  # per series id
+        self._states: dict[int, list[_State]] = {}  # per series id with rules, per rule
+        self._floor = np.zeros(0)  # per series: a value above this may hold an `above`
+        self._ceiling = np.zeros(0)  # ... below this may hold a `below`
+        self._counts = np.zeros(0, dtype=bool)  # ... has an `increase` rule
+        self._last = np.zeros(0)  # ... last value seen
+        self._active = np.zeros(0, dtype=bool)  # ... a condition is in progress
         self._resolver = EntityResolver()
 
-    def observe_logs(self, batch: LogBatch, now: float) -> list[Alert]:
+    def observe_logs(self, batch: object, now: float) -> list[Alert]:
         return []
 
-    def observe_metrics(self, batch: MetricBatch, now: float) -> list[Alert]:
-        host = batch.resource.get("host.name", "")
+    def observe_metrics(self, frame: MetricFrame, now: float) -> list[Alert]:
+        self._learn_series(frame.table)
+        if not len(frame):
+            return []
+        sids, values = frame.series, frame.values
+        previous = _previous_values(sids, values, self._last)
+        with np.errstate(invalid="ignore"):
+            look = ((values > self._floor[sids]) | (values < self._ceiling[sids])
+                    | ~np.isfinite(values) | self._active[sids]
+                    | (self._counts[sids] & (values != previous)))
+        self._last[sids] = values
         alerts: list[Alert] = []
-        for sample in batch.samples:
-            rules = self._signals.get(sample.name)
+        times = frame.times
+        for row in np.flatnonzero(look).tolist():
+            sid = int(sids[row])
+            sample = MetricSample(frame.table.names[sid], float(values[row]),
+                                  frame.table.labels[sid], float(times[row]))
+            states = self._states[sid]
+            for (mode, signal), state in zip(self._rules[sid], states, strict=True):
+                onset = _advance(state, signal, sample)
+                if onset is not None:
+                    alerts.append(self._alert(mode, signal, sample, frame.table.hosts[sid],
+                                              onset, now))
+            self._active[sid] = any(s.since is not None for s in states)
+        return alerts
+
+    def _learn_series(self, table: SeriesTable) -> None:
+        """Give every series new to this detector its rules and bounds."""
+        if table is not self._table:
+            self._reset(table)
+        known, total = len(self._rules), len(table)
+        if known == total:
+            return
+        grow = total - known
+        self._floor = np.concatenate([self._floor, np.full(grow, np.inf)])
+        self._ceiling = np.concatenate([self._ceiling, np.full(grow, -np.inf)])
+        self._counts = np.concatenate([self._counts, np.zeros(grow, dtype=bool)])
+        self._last = np.concatenate([self._last, np.full(grow, np.nan)])
+        self._active = np.concatenate([self._active, np.zeros(grow, dtype=bool)])
+        for sid in range(known, total):
+            rules = self._by_metric.get(table.names[sid], [])
+            self._rules.append(rules)
             if not rules:
                 continue
-            labels = tuple(sorted(sample.labels.items()))
-            for mode, index, signal in rules:
-                state = self._state.setdefault((mode.id, index, host, labels), _State())
-                onset = _advance(state, signal, sample)
-                if onset is None:
-                    continue
-                alerts.append(self._alert(mode, signal, sample, host, onset, now))
-        return alerts
+            self._states[sid] = [_State() for _ in rules]
+            for _, signal in rules:
+                bound = signal.threshold
+                if signal.condition == "above" and bound is not None:
+                    self._floor[sid] = min(self._floor[sid], bound)
+                elif signal.condition == "below" and bound is not None:
+                    self._ceiling[sid] = max(self._ceiling[sid], bound)
+                elif signal.condition == "increase":
+                    self._counts[sid] = True
+
+    def _reset(self, table: SeriesTable) -> None:
+        self._table, self._rules, self._states = table, [], {}
+        self._floor, self._ceiling = np.zeros(0), np.zeros(0)
+        self._counts, self._last = np.zeros(0, dtype=bool), np.zeros(0)
+        self._active = np.zeros(0, dtype=bool)
 
     def _alert(self, mode: FaultMode, signal: MetricSignal, sample: MetricSample, host: str,
                onset: float, now: float) -> Alert:
@@ -78,6 +139,19 @@ class MetricRuleDetector:
                      summary=f"{mode.title} on {entity.partition(':')[2] or host}",
                      detector=self.name, observed_at=onset, detected_at=now,
                      evidence=evidence)
+
+
+def _previous_values(sids: np.ndarray, values: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """For each row, the value its series had just before it: earlier in the frame, or last."""
+    order = np.argsort(sids, kind="stable")
+    ordered = sids[order]
+    before = np.empty_like(values)
+    same = np.zeros(len(sids), dtype=bool)
+    same[1:] = ordered[1:] == ordered[:-1]
+    shifted = np.empty_like(values)
+    shifted[1:] = values[order][:-1]
+    before[order] = np.where(same, shifted, last[ordered])
+    return before
 
 
 def _advance(state: _State, signal: MetricSignal, sample: MetricSample) -> float | None:

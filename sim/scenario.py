@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from vigil.diagnosis.library import FaultLibrary
+from vigil.diagnosis.library import FaultLibrary, FaultMode
 from vigil.sim.effects import effect_for, target_kind
 from vigil.sim.topology import SimTopology
 
@@ -142,3 +142,42 @@ def draw_scenarios(library: FaultLibrary, topo: SimTopology, count: int, seed: i
                                               duration_s=duration_s)])
         out.append(resolve(spec, library, topo, rng))
     return out
+
+
+def sweep_scenarios(library: FaultLibrary, topo: SimTopology, seed: int,
+                    duration_s: float = 10.0) -> list[Scenario]:
+    """Every mode the simulator can play, once each, packed into as few scenarios as can be.
+
+    Faults in one scenario run at the same time, so they must not see each other: each takes
+    a job of its own (a node fault's consequences reach its job's peers), on a node of that
+    job picked at random. Faults at a switch or a storage system reach many jobs at once and
+    run alone.
+    """
+    rng = np.random.default_rng(seed)
+    entities = topo.entities()
+    modes = sorted((m for m in library if effect_for(m) is not None), key=lambda m: m.id)
+    shared: list[FaultMode] = []
+    alone: list[FaultMode] = []
+    for mode in modes:
+        (alone if target_kind(mode) in ("switch", "storage") else shared).append(mode)
+    out = [Scenario(f"sweep-{mode.id}", (PlannedFault(
+        mode.id, _pick(entities, f"{target_kind(mode)}:", rng), 0.0, duration_s),))
+        for mode in alone]
+    jobs = topo.jobs
+    for first in range(0, len(shared), len(jobs)):
+        planned = []
+        for mode, job in zip(shared[first:first + len(jobs)], jobs, strict=False):
+            kind = target_kind(mode)
+            node = job.nodes[int(rng.integers(len(job.nodes)))]
+            if kind in ("job", "node"):
+                target = job.id if kind == "job" else f"node:{node}"
+            else:
+                target = _pick(entities, f"{kind}:{node}/", rng)
+            planned.append(PlannedFault(mode.id, target, 0.0, duration_s))
+        out.append(Scenario(f"sweep-{first // len(jobs) + 1:03d}", tuple(planned)))
+    return out
+
+
+def _pick(entities: list[str], prefix: str, rng: np.random.Generator) -> str:
+    choices = [e for e in entities if e.startswith(prefix)]
+    return choices[int(rng.integers(len(choices)))]

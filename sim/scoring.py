@@ -12,7 +12,8 @@ Alerts. An alert matches a fault when `observed_at` lies in the fault's window a
 may match several overlapping faults.
 
 - Detection: a fault is detected when at least one alert matches it;
-  recall = detected faults / faults.
+  recall = detected faults / faults. It is named when one of those alerts carries the
+  fault's own mode (`alert.fault_id == fault.fault_id`); named_recall = named faults / faults.
 - Time to first alert: min(`detected_at`) over the matching alerts - onset, clamped at 0.
 - Precision: only alerts that lie in some fault's window or some healthy window are judged
   (the rest, e.g. alerts during set-up, are ignored); precision = judged alerts that match
@@ -83,6 +84,7 @@ class FaultResult:
     layer: str
     root_entity: str  # the true root
     detected: bool
+    named: bool  # a matching alert names the fault's own mode
     first_alert_s: float | None  # first matching alert's detected_at - onset
     top1: bool
     top3: bool
@@ -97,6 +99,7 @@ class LayerScores:
     faults: int
     detected: int
     recall: float | None
+    named_recall: float | None
     alerts: int  # alerts judged for precision
     true_alerts: int  # of those, alerts matching some fault
     precision: float | None
@@ -244,6 +247,7 @@ def _fault_result(
         layer=fault.layer,
         root_entity=fault.root_entity,
         detected=bool(alerts),
+        named=any(a.fault_id == fault.fault_id for a in alerts),
         first_alert_s=first_alert,
         top1=top1,
         top3=top3,
@@ -274,6 +278,7 @@ def _layer_scores(results: list[FaultResult], judged: int, true_alerts: int) -> 
         faults=total,
         detected=detected,
         recall=_ratio(detected, total),
+        named_recall=_ratio(sum(r.named for r in results), total),
         alerts=judged,
         true_alerts=true_alerts,
         precision=_ratio(true_alerts, judged),

@@ -26,7 +26,13 @@ from vigil.sim.clock import SimClock
 from vigil.sim.cluster import SimCluster
 from vigil.sim.effects import Timing
 from vigil.sim.report import write_report
-from vigil.sim.scenario import Scenario, draw_scenarios, resolve, shipped_scenarios
+from vigil.sim.scenario import (
+    Scenario,
+    draw_scenarios,
+    resolve,
+    shipped_scenarios,
+    sweep_scenarios,
+)
 from vigil.sim.scoring import Scores, score
 from vigil.sim.server import SimServer
 from vigil.sim.topology import ClusterSpec
@@ -63,11 +69,18 @@ class BenchPlan:
     timing: Timing
     only: tuple[str, ...] = ()  # run just these shipped scenarios (all when empty)
     detectors: tuple[str, ...] = ("log_rules", "metric_rules")  # as detect.detectors
+    sweep: bool = False  # every mode the simulator can play, instead of the scenarios
 
     @classmethod
     def quick(cls, seed: int) -> BenchPlan:
         return cls(nodes=16, racks=2, jobs=2, random_scenarios=4, seed=seed, observe_s=10.0,
                    gap_s=6.0, healthy_s=24.0, interval_s=2.0, timing=QUICK_TIMING)
+
+    @classmethod
+    def all_modes(cls, seed: int) -> BenchPlan:
+        """Every playable mode once, 16 at a time on 64 nodes in 16 jobs; about 9 minutes."""
+        return cls(nodes=64, racks=4, jobs=16, random_scenarios=0, seed=seed, observe_s=10.0,
+                   gap_s=6.0, healthy_s=24.0, interval_s=2.0, timing=QUICK_TIMING, sweep=True)
 
     @classmethod
     def full(cls, nodes: int, scenarios: int, seed: int, healthy_s: float = 120.0) -> BenchPlan:
@@ -116,10 +129,13 @@ def run_benchmark(
     cluster = SimCluster(library, folder / "sim", spec=spec, now=clock.now(), timing=plan.timing,
                          log_interval_s=10.0)
     rng = np.random.default_rng(plan.seed)
-    scenarios = [resolve(s, library, cluster.topo, rng) for s in shipped_scenarios()
-                 if not plan.only or s.name in plan.only]
-    scenarios += draw_scenarios(library, cluster.topo, plan.random_scenarios, plan.seed,
-                                duration_s=plan.observe_s)
+    if plan.sweep:
+        scenarios = sweep_scenarios(library, cluster.topo, plan.seed, plan.observe_s)
+    else:
+        scenarios = [resolve(s, library, cluster.topo, rng) for s in shipped_scenarios()
+                     if not plan.only or s.name in plan.only]
+        scenarios += draw_scenarios(library, cluster.topo, plan.random_scenarios, plan.seed,
+                                    duration_s=plan.observe_s)
     broker = EmbeddedBroker(folder / "tansu.log")
     started: list[Worker | SimServer] = []
     store = Store.open(f"sqlite:///{(folder / 'vigil.db').resolve()}")

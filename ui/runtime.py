@@ -211,7 +211,8 @@ class Runtime:
         detectors = build_detectors(self.settings.detect.detectors, library)
         correlator = Correlator(library, self.settings.correlate.window_s)
         self.stages = [
-            DetectStage(self.bus, detectors),
+            DetectStage(self.bus, detectors,
+                        repeat_after_s=self.settings.detect.repeat_after_s),
             IncidentStage(self.bus, self.store, correlator),
             InventoryStage(self.bus, self.live, save_to=self.topology_file),
         ]

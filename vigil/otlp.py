@@ -51,7 +51,9 @@ class MetricBatch:
     samples: list[MetricSample]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which makes
+# building one cost 0.9 us instead of 0.3 us, and the detection stage builds one per line.
+@dataclass(slots=True)
 class LogLine:
     body: str
     timestamp: float  # unix seconds

@@ -61,8 +61,16 @@ class ConsumerStage(Worker):
                                                "partitions": len(consumer.assignment())})
             now = time.time()
             for records in polled.values():
-                for message in records:
-                    self._handle_one(message, now)
+                self.handle_many(records, now)
+
+    def handle_many(self, messages: list[Any], now: float) -> None:
+        """Handle the records of one partition from one poll, in order.
+
+        A stage that gains from working on many records at once overrides this; it must
+        dead-letter what it cannot use, as `_handle_one` does.
+        """
+        for message in messages:
+            self._handle_one(message, now)
 
     def _handle_one(self, message: Any, now: float) -> None:
         self.counters.add_received()

@@ -27,6 +27,7 @@ from vigil.diagnosis.library import FaultLibrary
 from vigil.diagnosis.log_rules import LogRuleDetector
 
 from vigil.bus import Topic
+from vigil.frames import MetricFrame
 from vigil.otlp import LogBatch, MetricBatch, MetricSample, decode_logs, decode_metrics
 
 NOW = 1_718_000_000.0
@@ -330,8 +331,8 @@ def test_an_xid_becomes_the_kernels_line_and_the_log_rules_match_it(
     # The detector learned GPU 5's address from its metrics before it fell off the bus.
     detector = LogRuleDetector(library)
     labels = {"gpu": "5", "pci_bus_id": "00000000:AB:00.0"}
-    detector.observe_metrics(MetricBatch(batch.resource, [
-        MetricSample("DCGM_FI_DEV_GPU_TEMP", 60.0, labels, NOW)]), NOW)
+    detector.observe_metrics(MetricFrame.from_batches([MetricBatch(batch.resource, [
+        MetricSample("DCGM_FI_DEV_GPU_TEMP", 60.0, labels, NOW)])]), NOW)
     (alert,) = detector.observe_logs(LogBatch(batch.resource, [line]), NOW)
     assert (alert.fault_id, alert.entity) == ("gpu.xid.79", f"gpu:{NODE}/5")
 

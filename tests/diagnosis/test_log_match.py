@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vigil.diagnosis.library import FaultLibrary, FaultMode
+import pytest
+from pydantic import ValidationError
+from vigil.diagnosis.library import EXAMPLE_VALUES, FaultLibrary, FaultMode
 from vigil.diagnosis.log_match import LogMatcher
 
 
@@ -30,3 +32,21 @@ def test_a_literal_without_its_regex_raises_nothing() -> None:
 
 def test_an_empty_library_matches_nothing() -> None:
     assert list(LogMatcher(FaultLibrary([])).matches("NVRM: Xid 79")) == []
+
+
+def test_a_batch_scan_finds_what_line_by_line_matching_finds(library: FaultLibrary) -> None:
+    matcher = LogMatcher(library)
+    examples = [m.example.format(**EXAMPLE_VALUES) for m in library if m.example]
+    # the library's examples between noise, a multi-line record and an empty line among them
+    texts = [text for example in examples
+             for text in (example, "step 10 loss 2.31", "Traceback:\n  File x", "")]
+    scanned = [(i, m.id, match.group(0)) for i, m, match in matcher.scan(texts)]
+    one_by_one = [(i, m.id, match.group(0)) for i, text in enumerate(texts)
+                  for m, match in matcher.matches(text)]
+    assert scanned == one_by_one
+    assert len({i for i, _, _ in scanned}) == len(examples)
+
+
+def test_a_literal_must_be_one_line() -> None:
+    with pytest.raises(ValidationError, match="one line"):
+        mode("t.bad", "Xid\n79", r"Xid")

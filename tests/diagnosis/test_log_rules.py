@@ -8,6 +8,7 @@ import pytest
 from vigil.diagnosis.library import FaultLibrary
 from vigil.diagnosis.log_rules import LogRuleDetector, pci_key
 
+from vigil.frames import MetricFrame
 from vigil.otlp import LogBatch, LogLine, MetricBatch, MetricSample
 from vigil.records import Severity
 
@@ -28,14 +29,14 @@ def _logs(node: str, *bodies: str) -> LogBatch:
                     lines=[LogLine(body=b, timestamp=LOGGED_AT + i) for i, b in enumerate(bodies)])
 
 
-def _dcgm_metrics(node: str, gpus: dict[str, str]) -> MetricBatch:
+def _dcgm_metrics(node: str, gpus: dict[str, str]) -> MetricFrame:
     """A dcgm-exporter scrape of `node`: {gpu index: pci_bus_id}."""
-    return MetricBatch(
+    return MetricFrame.from_batches([MetricBatch(
         resource={"host.name": node, "vigil.entity": f"node:{node}"},
         samples=[MetricSample("DCGM_FI_DEV_GPU_TEMP", 60.0,
                               {"gpu": gpu, "pci_bus_id": pci, "Hostname": node}, NOW)
                  for gpu, pci in gpus.items()],
-    )
+    )])
 
 
 def test_xid_line_before_any_metrics_is_an_alert_on_the_node(detector: LogRuleDetector) -> None:
@@ -86,7 +87,7 @@ def test_samples_without_gpu_labels_teach_nothing(detector: LogRuleDetector) -> 
         MetricSample("DCGM_FI_DEV_GPU_TEMP", 60.0, {"pci_bus_id": "00000000:3B:00.0"}, NOW),
         MetricSample("node_load1", 3.0, {"gpu": "2"}, NOW),
     ])
-    detector.observe_metrics(batch, NOW)
+    detector.observe_metrics(MetricFrame.from_batches([batch]), NOW)
 
     (alert,) = detector.observe_logs(_logs("n1", XID_79), NOW)
 

@@ -8,6 +8,7 @@ import pytest
 from vigil.diagnosis.library import FaultLibrary, FaultMode
 from vigil.diagnosis.metric_rules import MetricRuleDetector
 
+from vigil.frames import MetricFrame
 from vigil.otlp import MetricBatch, MetricSample
 from vigil.records import Alert
 
@@ -38,7 +39,7 @@ def feed(detector: MetricRuleDetector, name: str, points: list[tuple[float, floa
     for t, value in points:
         batch = MetricBatch(resource={"host.name": "n1"}, samples=[
             MetricSample(name, value, labels if labels is not None else GPU, t)])
-        alerts += detector.observe_metrics(batch, now=t + 1)
+        alerts += detector.observe_metrics(MetricFrame.from_batches([batch]), now=t + 1)
     return alerts
 
 

@@ -21,6 +21,7 @@ from vigil.sim.scenario import (
     load_scenario,
     resolve,
     shipped_scenarios,
+    sweep_scenarios,
 )
 from vigil.sim.topology import ClusterSpec, SimTopology, build_topology
 from vigil.sim.truth import LAYERS
@@ -222,3 +223,23 @@ def test_draws_are_deterministic_for_a_seed(library: FaultLibrary, topo: SimTopo
 
     assert draw_scenarios(library, topo, 200, seed=5) == first
     assert draw_scenarios(library, topo, 200, seed=6) != first
+
+
+def test_a_sweep_plays_every_playable_mode_once_without_overlap(library: FaultLibrary) -> None:
+    topo = build_topology(ClusterSpec(racks=2, nodes_per_rack=8, jobs=4, seed=3))
+    scenarios = sweep_scenarios(library, topo, seed=3)
+    played = Counter(f.fault for s in scenarios for f in s.faults)
+    assert played == Counter(m.id for m in library if effect_for(m) is not None)
+    entities = set(topo.entities())
+    job_of = {node: job.id for job in topo.jobs for node in job.nodes}
+    for scenario in scenarios:
+        kinds = {target_kind(library.get(f.fault)) for f in scenario.faults}
+        if kinds & {"switch", "storage"}:
+            assert len(scenario.faults) == 1  # they reach many jobs: alone
+            continue
+        jobs = [f.target if f.target.startswith("job:")
+                else job_of[f.target.partition(":")[2].split("/")[0]] for f in scenario.faults]
+        assert len(jobs) == len(set(jobs)) <= 4
+        for fault in scenario.faults:
+            assert fault.target in entities
+            assert fault.target.startswith(f"{target_kind(library.get(fault.fault))}:")

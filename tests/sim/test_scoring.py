@@ -30,10 +30,11 @@ FAULTS = [F1, F2, F3, F4]
 HEALTHY = [HealthyWindow(T0 + 3000, T0 + 6600, 10), HealthyWindow(T0 + 7000, T0 + 10600, 8)]
 
 
-def alert(entity: str, node: str, observed: float, detected: float | None = None) -> Alert:
+def alert(entity: str, node: str, observed: float, detected: float | None = None,
+          fault_id: str = "test.fault") -> Alert:
     """An alert at T0 + `observed`, decided at T0 + `detected` (default: the same time)."""
     return Alert(
-        fault_id="test.fault", entity=entity, node=node, severity=Severity.CRITICAL,
+        fault_id=fault_id, entity=entity, node=node, severity=Severity.CRITICAL,
         summary="test", detector="test", observed_at=T0 + observed,
         detected_at=T0 + (observed if detected is None else detected),
     )
@@ -58,7 +59,7 @@ class RankedIncident:
 
 
 ALERTS = [
-    alert("gpu:gpu-a-003/5", "gpu-a-003", 110, 112),  # F1
+    alert("gpu:gpu-a-003/5", "gpu-a-003", 110, 112, "gpu.xid.79"),  # F1, named
     alert(JOB, "", 160, 175),  # F1 and F2
     alert("nic:gpu-a-002/mlx5_3", "gpu-a-002", 155, 160),  # F2: first alert 10 s
     alert("gpu:gpu-a-009/1", "gpu-a-009", 300),  # in F1/F2 windows, matches nothing
@@ -92,6 +93,9 @@ def test_detection_and_recall(scores: Scores) -> None:
     assert scores.by_layer["compute"].recall == 1.0
     assert scores.by_layer["network"].recall == 1.0
     assert scores.by_layer["storage"].recall == 0.0
+    # only F1's alert names its mode; a detected fault need not be named
+    assert [r.named for r in scores.overall.per_fault] == [True, False, False, False]
+    assert scores.overall.named_recall == 0.25
 
 
 def test_time_to_first_alert_uses_detected_at_and_clamps(scores: Scores) -> None:
@@ -224,8 +228,8 @@ def test_entity_node(entity: str, node: str | None) -> None:
 
 def test_empty_inputs_give_none_not_errors() -> None:
     result = score([], [], [alert("gpu:n1/0", "n1", 0)], [])
-    assert result.overall == LayerScores(0, 0, None, 0, 0, None, None, None, None, None, None,
-                                         None, None, [])
+    assert result.overall == LayerScores(0, 0, None, None, 0, 0, None, None, None, None, None,
+                                         None, None, None, [])
     assert result.by_layer == {}
     assert (result.false_alerts, result.false_alerts_per_1000_node_hours) == (0, None)
 
@@ -235,7 +239,7 @@ def test_flat_keys_are_stable_and_json_able(scores: Scores) -> None:
     empty = score([], [], [], []).flat()
     assert list(flat) == list(empty)
     overall_keys = [
-        "faults", "detected", "recall", "alerts", "true_alerts", "precision",
+        "faults", "detected", "recall", "named_recall", "alerts", "true_alerts", "precision",
         "alert_latency_p50_s", "alert_latency_p95_s", "alert_latency_p99_s",
         "root_cause_top1", "root_cause_top3", "root_cause_latency_p50_s",
         "root_cause_latency_p95_s", "false_alerts", "healthy_node_hours",

@@ -10,9 +10,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AGGREGATION_TEMPORALITY_CUMULATIVE,
-    AGGREGATION_TEMPORALITY_DELTA,
-    DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK,
 )
+from otlp_payloads import NODE, T0, foreign_logs_payload, foreign_metrics_payload, metric_batch
 
 from vigil.otlp import (
     CodecError,
@@ -26,22 +25,6 @@ from vigil.otlp import (
     encode_metrics,
 )
 
-T0 = 1_718_000_000.123456  # sub-second part checks the nanosecond conversion
-NODE = {"host.name": "gpu-a-017", "vigil.entity": "node:gpu-a-017"}
-
-
-def _metric_batch() -> MetricBatch:
-    return MetricBatch(
-        resource=NODE,
-        samples=[
-            MetricSample("DCGM_FI_DEV_GPU_TEMP", 71.5, {"gpu": "0"}, T0),
-            MetricSample("DCGM_FI_DEV_GPU_TEMP", 93.25, {"gpu": "3"}, T0 + 0.5),
-            MetricSample("DCGM_FI_DEV_XID_ERRORS", 79.0, {"gpu": "3", "err": "xid"}, T0 + 1),
-            MetricSample("node_ib_link_downed_total", 4.0, {"port": "mlx5_0"}, T0, "counter"),
-            MetricSample("no_labels", -1.0, {}, T0 + 2),
-        ],
-    )
-
 
 def _assert_samples_equal(got: list[MetricSample], want: list[MetricSample]) -> None:
     key = lambda s: (s.name, s.kind, sorted(s.labels.items()), s.timestamp)  # noqa: E731
@@ -54,14 +37,14 @@ def _assert_samples_equal(got: list[MetricSample], want: list[MetricSample]) -> 
 
 
 def test_metrics_round_trip() -> None:
-    batch = _metric_batch()
+    batch = metric_batch()
     [decoded] = decode_metrics(encode_metrics([batch]))
     assert dict(decoded.resource) == NODE
     _assert_samples_equal(decoded.samples, batch.samples)
 
 
 def test_metrics_wire_layout_matches_otlp() -> None:
-    request = ExportMetricsServiceRequest.FromString(encode_metrics([_metric_batch()], "dcgm"))
+    request = ExportMetricsServiceRequest.FromString(encode_metrics([metric_batch()], "dcgm"))
     [resource_metrics] = request.resource_metrics
     [scope_metrics] = resource_metrics.scope_metrics
     assert scope_metrics.scope.name == "dcgm"
@@ -96,7 +79,7 @@ def test_multiple_resources_per_payload() -> None:
         samples=[MetricSample("DCGM_FI_DEV_POWER_USAGE", 412.0, {"gpu": "1"}, T0)],
     )
     empty = MetricBatch(resource={"host.name": "gpu-c-001"}, samples=[])
-    decoded = decode_metrics(encode_metrics([_metric_batch(), other, empty]))
+    decoded = decode_metrics(encode_metrics([metric_batch(), other, empty]))
     assert [dict(b.resource) for b in decoded] == [
         NODE,
         {"host.name": "gpu-b-002"},
@@ -152,42 +135,8 @@ def test_logs_wire_layout_matches_otlp() -> None:
     assert record.time_unix_nano == pytest.approx(T0 * 1e9, abs=1000)
 
 
-def _foreign_metrics_payload() -> bytes:
-    """A request built the way a stock OTel Collector would send it, not by our encoder."""
-    request = ExportMetricsServiceRequest()
-    resource_metrics = request.resource_metrics.add()
-    resource_metrics.resource.attributes.add(key="host.name").value.string_value = "gpu-a-017"
-    resource_metrics.resource.attributes.add(key="host.cpus").value.int_value = 128
-    scope_metrics = resource_metrics.scope_metrics.add()
-    scope_metrics.scope.name = "otelcol/dcgmreceiver"
-
-    histogram = scope_metrics.metrics.add(name="http.server.duration")
-    histogram.histogram.aggregation_temporality = AGGREGATION_TEMPORALITY_CUMULATIVE
-    histogram.histogram.data_points.add(count=3, sum=1.5, bucket_counts=[1, 2], explicit_bounds=[1])
-
-    gauge = scope_metrics.metrics.add(name="gpu.dcgm.temperature", unit="Cel")
-    point = gauge.gauge.data_points.add(time_unix_nano=1_718_000_000_500_000_000, as_double=66.0)
-    point.attributes.add(key="gpu.index").value.int_value = 3
-    point.attributes.add(key="gpu.model").value.string_value = "H100"
-    point.attributes.add(key="ecc.enabled").value.bool_value = True
-    point.attributes.add(key="clock.ratio").value.double_value = 0.5
-    stale = gauge.gauge.data_points.add(time_unix_nano=1_718_000_001_000_000_000, as_double=0)
-    stale.flags = DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
-
-    counter = scope_metrics.metrics.add(name="gpu.dcgm.xid_errors")
-    counter.sum.is_monotonic = True
-    counter.sum.aggregation_temporality = AGGREGATION_TEMPORALITY_CUMULATIVE
-    counter.sum.data_points.add(time_unix_nano=1_718_000_002_000_000_000, as_int=2)
-
-    delta = scope_metrics.metrics.add(name="gpu.dcgm.energy.delta")
-    delta.sum.is_monotonic = True
-    delta.sum.aggregation_temporality = AGGREGATION_TEMPORALITY_DELTA
-    delta.sum.data_points.add(time_unix_nano=1_718_000_002_000_000_000, as_double=0.0)
-    return request.SerializeToString()
-
-
 def test_decode_foreign_collector_metrics() -> None:
-    [batch] = decode_metrics(_foreign_metrics_payload())
+    [batch] = decode_metrics(foreign_metrics_payload())
     assert dict(batch.resource) == {"host.name": "gpu-a-017", "host.cpus": "128"}
     # The histogram and the no-recorded-value staleness marker are skipped.
     assert batch.samples == [
@@ -204,17 +153,7 @@ def test_decode_foreign_collector_metrics() -> None:
 
 
 def test_decode_foreign_collector_logs() -> None:
-    request = ExportLogsServiceRequest()
-    resource_logs = request.resource_logs.add()
-    resource_logs.resource.attributes.add(key="host.name").value.string_value = "gpu-a-017"
-    scope_logs = resource_logs.scope_logs.add()
-    record = scope_logs.log_records.add(observed_time_unix_nano=1_718_000_003_000_000_000)
-    record.body.string_value = "kernel: NVRM: Xid 48"
-    record.attributes.add(key="log.iostream").value.string_value = "stdout"
-    record.attributes.add(key="pid").value.int_value = 4242
-    structured = scope_logs.log_records.add(time_unix_nano=1_718_000_004_000_000_000)
-    structured.body.kvlist_value.values.add(key="msg").value.string_value = "hi"
-    [batch] = decode_logs(request.SerializeToString())
+    [batch] = decode_logs(foreign_logs_payload())
     # Without time_unix_nano the observed time stands in.
     assert batch.lines == [
         LogLine("kernel: NVRM: Xid 48", 1_718_000_003.0, {"log.iostream": "stdout", "pid": "4242"}),
@@ -249,9 +188,9 @@ def test_decode_metrics_rejects_non_metrics(payload: bytes) -> None:
         b"\xff\x00garbage",
         b"",
         b'{"a":1}',
-        encode_metrics([_metric_batch()]),
+        encode_metrics([metric_batch()]),
         encode_metrics([MetricBatch(NODE, [MetricSample("up", 1.0, {}, T0)])]),
-        _foreign_metrics_payload(),
+        foreign_metrics_payload(),
     ],
     ids=["garbage", "empty", "json", "metrics", "metrics-small", "foreign-metrics"],
 )
