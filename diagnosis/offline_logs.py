@@ -18,23 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from drain3 import TemplateMiner
-from drain3.masking import MaskingInstruction
-from drain3.template_miner_config import TemplateMinerConfig
 from vigil.diagnosis.library import FaultLibrary
 from vigil.diagnosis.log_match import LogMatcher
+from vigil.diagnosis.log_templates import template_miner
 
 SEVERITY_SCORE: Final = {"critical": 1.0, "warning": 0.8, "info": 0.5}
 # A template seen at most this share of the lines (and at least once) is rare.
 RARE_SHARE: Final = 0.001
 MIN_LINES_FOR_RARITY: Final = 200  # below this, "rare" means nothing
-_MASKS: Final = (
-    (r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?", "TIME"),
-    (r"\b[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d\b", "TIME"),
-    (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b", "IP"),
-    (r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{8,}\b", "HEX"),
-    (r"(?<![A-Za-z])[-+]?\d+(?:\.\d+)?(?![A-Za-z])", "NUM"),
-)
 _ISO: Final = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
 _SYSLOG: Final = re.compile(r"^([A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d)\b")
 
@@ -62,7 +53,7 @@ def diagnose_logs(files: Iterable[Path], library: FaultLibrary,
     """Findings in file then line order (see the module docstring). `year` dates syslog
     timestamps, which carry none (default: this year)."""
     paths = list(files)
-    miner = _miner()
+    miner = template_miner()
     counts: dict[int, int] = {}
     total = 0
     for _, _, text in _lines(paths):
@@ -115,10 +106,3 @@ def _lines(paths: list[Path]) -> Iterator[tuple[Path, int, str]]:
                 if text.strip():
                     yield path, number, text
 
-
-def _miner() -> TemplateMiner:
-    config = TemplateMinerConfig()
-    config.profiling_enabled = False
-    config.masking_instructions = [MaskingInstruction(pattern, name) for pattern, name in _MASKS]
-    config.drain_sim_th = 0.5
-    return TemplateMiner(config=config)

@@ -208,7 +208,7 @@ class Runtime:
     def _start_pipeline(self) -> str:
         assert self.bus is not None and self.store is not None
         library = load_library()
-        detectors = build_detectors(self.settings.detect.detectors, library)
+        detectors = build_detectors(self.settings.detect.detectors, library, self.data_dir)
         correlator = Correlator(library, self.settings.correlate.window_s)
         self.stages = [
             DetectStage(self.bus, detectors,

@@ -139,7 +139,8 @@ class CollectorSettings(_Section):
 
 
 class DetectSettings(_Section):
-    detectors: list[str] = Field(default_factory=lambda: ["log_rules", "metric_rules"])
+    detectors: list[str] = Field(default_factory=lambda: [
+        "log_rules", "metric_rules", "peer", "log_novelty", "learned"])
     repeat_after_s: float = Field(3600.0, gt=0, description=(
         "repeats of a fault on an entity are dropped until this long after its last alert"))
 
