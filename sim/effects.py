@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vigil.diagnosis.library import FaultMode
+from vigil.diagnosis.library import EXAMPLE_VALUES, FaultMode
 from vigil.sim.events import EventLog
 from vigil.sim.logs import KERNEL, SCHEDULER, TRAINING, LogWriter
 from vigil.sim.telemetry import ACTIVE, DOWN, Telemetry
@@ -70,8 +70,10 @@ class Context:
     def line(self, mode: FaultMode, host: str, source: str, now: float, **fill: object) -> str:
         assert mode.example is not None
         row = self.topo.index.get(host, 0)
-        values: dict[str, object] = {"pid": next(self.pids), "node": host, "port": 1,
-                                     "iteration": int(self.tel.iteration[row])}
+        # The library's example values fill what this cluster has no value of its own for
+        # (a DCGM diagnostic's GPU index, a mount point): a line never keeps a "{gpu}".
+        values: dict[str, object] = {**EXAMPLE_VALUES, "pid": next(self.pids), "node": host,
+                                     "port": 1, "iteration": int(self.tel.iteration[row])}
         values.update(fill)
         return self.logs.write(host, source, now, mode.example.format_map(_Missing(values)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -151,30 +152,50 @@ def sweep_scenarios(library: FaultLibrary, topo: SimTopology, seed: int,
     Faults in one scenario run at the same time, so they must not see each other: each takes
     a job of its own (a node fault's consequences reach its job's peers), on a node of that
     job picked at random. Faults at a switch or a storage system reach many jobs at once and
-    run alone.
+    run alone. A mode whose metric signal must hold longer than `duration_s` runs for that
+    long and a minute more (the peer detector judges 30 s windows), with the others like it.
     """
     rng = np.random.default_rng(seed)
     entities = topo.entities()
     modes = sorted((m for m in library if effect_for(m) is not None), key=lambda m: m.id)
+
+    def needs(mode: FaultMode) -> float:
+        # An increase looks back over its for_s; the other conditions must hold that long.
+        held = max((s.for_s for s in mode.signals.metrics if s.condition != "increase"),
+                   default=0.0)
+        return max(duration_s, held + 60.0) if held > duration_s else duration_s
+
     shared: list[FaultMode] = []
     alone: list[FaultMode] = []
     for mode in modes:
         (alone if target_kind(mode) in ("switch", "storage") else shared).append(mode)
     out = [Scenario(f"sweep-{mode.id}", (PlannedFault(
-        mode.id, _pick(entities, f"{target_kind(mode)}:", rng), 0.0, duration_s),))
+        mode.id, _pick(entities, f"{target_kind(mode)}:", rng), 0.0, needs(mode)),))
         for mode in alone]
+    short = [m for m in shared if needs(m) == duration_s]
+    long = [m for m in shared if needs(m) > duration_s]
+    out += _packed(short, topo, entities, rng, "sweep", lambda m: duration_s)
+    out += _packed(long, topo, entities, rng, "sweep-long", needs)
+    return out
+
+
+def _packed(modes: list[FaultMode], topo: SimTopology, entities: list[str],
+            rng: np.random.Generator, name: str,
+            duration: Callable[[FaultMode], float]) -> list[Scenario]:
+    """`modes` in scenarios of one fault a job, each for its own duration."""
+    out = []
     jobs = topo.jobs
-    for first in range(0, len(shared), len(jobs)):
+    for first in range(0, len(modes), len(jobs)):
         planned = []
-        for mode, job in zip(shared[first:first + len(jobs)], jobs, strict=False):
+        for mode, job in zip(modes[first:first + len(jobs)], jobs, strict=False):
             kind = target_kind(mode)
             node = job.nodes[int(rng.integers(len(job.nodes)))]
             if kind in ("job", "node"):
                 target = job.id if kind == "job" else f"node:{node}"
             else:
                 target = _pick(entities, f"{kind}:{node}/", rng)
-            planned.append(PlannedFault(mode.id, target, 0.0, duration_s))
-        out.append(Scenario(f"sweep-{first // len(jobs) + 1:03d}", tuple(planned)))
+            planned.append(PlannedFault(mode.id, target, 0.0, duration(mode)))
+        out.append(Scenario(f"{name}-{first // len(jobs) + 1:03d}", tuple(planned)))
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -55,7 +56,8 @@ class _RuntimeDecoding(DetectStage):
 def main(plan: dict[str, Any]) -> dict[str, Any]:
     library = load_library()
     bus = _Discard()
-    stage = DetectStage(bus, build_detectors(plan["detectors"], library))  # type: ignore[arg-type]
+    data_dir = Path(plan["data_dir"])
+    stage = DetectStage(bus, build_detectors(plan["detectors"], library, data_dir / "stage"))  # type: ignore[arg-type]
     consumer = KafkaConsumer(bootstrap_servers=plan["bootstrap"], enable_auto_commit=False,
                              auto_offset_reset="earliest", max_partition_fetch_bytes=16 << 20,
                              fetch_max_bytes=64 << 20, max_poll_records=1000)
@@ -65,11 +67,13 @@ def main(plan: dict[str, Any]) -> dict[str, Any]:
     remaining = sum(ends.values())
     # Every child starts at the same moment, once all of them are set up.
     time.sleep(max(0.0, plan["start_at"] - time.time()))
+    timed_from = {int(p): offset for p, offset in plan["timed_from"].items()}
     kept: list[Any] = []
     first_at = cpu_at = 0.0
     while remaining > 0:
-        for records in consumer.poll(timeout_ms=1000).values():
-            if not first_at:
+        for part, records in consumer.poll(timeout_ms=1000).items():
+            # The clock starts with the first measured record (warm-up ones before it).
+            if not first_at and records[-1].offset >= timed_from[part.partition]:
                 first_at, cpu_at = time.time(), time.process_time()
             stage.handle_many(records, time.time())
             remaining -= len(records)
@@ -81,9 +85,12 @@ def main(plan: dict[str, Any]) -> dict[str, Any]:
                "late_s": max(0.0, first_at - plan["start_at"])}
     if plan["baseline"]:
         old = _RuntimeDecoding(_Discard(),  # type: ignore[arg-type]
-                               build_detectors(plan["detectors"], library))
+                               build_detectors(plan["detectors"], library, data_dir / "baseline"))
+        warm = [r for r in kept if r.offset < timed_from[r.partition]]
+        for record in warm:
+            old.handle(record, time.time())
         started = time.perf_counter()
-        for record in kept:
+        for record in [r for r in kept if r.offset >= timed_from[r.partition]]:
             old.handle(record, time.time())
         figures["baseline_s"] = time.perf_counter() - started
     return figures

@@ -27,7 +27,7 @@ from vigil.sim.topology import ClusterSpec
 
 from vigil.otlp import LogBatch, LogLine, MetricBatch, MetricSample, encode_logs, encode_metrics
 
-START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: any fixed time
+WARMUP_ROUNDS = 5  # scrapes (and for logs, one message a node) first seen, then measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +35,21 @@ class Message:
     node: str
     payload: bytes
     count: int  # samples or lines in it
+    warmup: bool  # handled before the clock starts: a series' first sight costs more
 
 
-def metric_messages(nodes: int, rounds: int, copies: int, interval_s: float = 10.0,
-                    seed: int = 7) -> list[Message]:
-    """`rounds` scrapes of `nodes` x `copies` nodes, in time order."""
+def metric_messages(nodes: int, rounds: int, copies: int, start: float,
+                    interval_s: float = 10.0, seed: int = 7) -> list[Message]:
+    """`rounds` scrapes of `nodes` x `copies` nodes from `start`, in time order."""
     library = load_library()
     with tempfile.TemporaryDirectory(prefix="vigil-bench-detect-") as tmp:
         racks = max(1, nodes // 16)
         cluster = SimCluster(library, Path(tmp), spec=ClusterSpec(
             racks=racks, nodes_per_rack=max(1, nodes // racks), gpus_per_node=8,
-            jobs=max(1, nodes // 8), seed=seed), now=START)
+            jobs=max(1, nodes // 8), seed=seed), now=start)
         out = []
         for round_ in range(rounds):
-            now = START + round_ * interval_s
+            now = start + round_ * interval_s
             cluster.step(now)
             for node in cluster.nodes:
                 samples = _scrape(cluster, node, now)
@@ -56,7 +57,8 @@ def metric_messages(nodes: int, rounds: int, copies: int, interval_s: float = 10
                     host = node if copy == 0 else f"{node}-c{copy}"
                     batch = MetricBatch({"host.name": host, "vigil.entity": f"node:{host}"},
                                         samples)
-                    out.append(Message(host, encode_metrics([batch]), len(samples)))
+                    out.append(Message(host, encode_metrics([batch]), len(samples),
+                                       round_ < WARMUP_ROUNDS))
         cluster.logs.close()
     return out
 
@@ -66,9 +68,9 @@ def _scrape(cluster: SimCluster, node: str, now: float) -> list[MetricSample]:
     return [sample for text in texts for sample in parse_exposition(text, now)]
 
 
-def log_messages(nodes: int, lines: int, lines_per_message: int = 2000,
+def log_messages(nodes: int, lines: int, start: float, lines_per_message: int = 2000,
                  seed: int = 7) -> list[Message]:
-    """About `lines` lines from `nodes` nodes, each node's in time order."""
+    """About `lines` lines from `nodes` nodes from `start`, 100 a second a node, in order."""
     rng = random.Random(seed)
     faults = [m.example.format(**EXAMPLE_VALUES) for m in load_library() if m.example]
     per_node = max(1, lines // nodes)
@@ -77,11 +79,11 @@ def log_messages(nodes: int, lines: int, lines_per_message: int = 2000,
     for offset in range(0, per_node, lines_per_message):
         for n in range(nodes):
             host = f"gpu-b-{n:03d}"
-            batch = [_line(host, START + (offset + i) * 0.01, rng, faults, next(counter))
+            batch = [_line(host, start + (offset + i) * 0.01, rng, faults, next(counter))
                      for i in range(min(lines_per_message, per_node - offset))]
             payload = encode_logs([LogBatch({"host.name": host, "vigil.entity": f"node:{host}"},
                                             batch)])
-            out.append(Message(host, payload, len(batch)))
+            out.append(Message(host, payload, len(batch), offset == 0))
     return out
 
 

@@ -48,8 +48,8 @@ def bench_diagnosis(
         "--quick",
         help="16 nodes, the shipped scenarios and 4 drawn ones; under 5 minutes.")] = False,
     all_modes: Annotated[bool, typer.Option(
-        "--all-modes", help="Every fault mode the simulator can play, once each, 16 at a "
-        "time on 64 nodes (about 9 minutes); for recall over the library.")] = False,
+        "--all-modes", help="Every fault mode the simulator can play, once each, 12 at a "
+        "time on 48 nodes (about 13 minutes); for recall over the library.")] = False,
     nodes: Annotated[int, typer.Option(min=4, help="Cluster size (ignored with --quick).")] = 64,
     scenarios: Annotated[int, typer.Option(
         min=0, help="Scenarios drawn from the published fault mix, besides the shipped "
@@ -60,7 +60,8 @@ def bench_diagnosis(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Folder for truth, store, report (default .vigil/bench/...).")] = None,
     detectors: Annotated[str, typer.Option(
-        help="Comma-separated detector names, as detect.detectors.")] = "log_rules,metric_rules",
+        help="Comma-separated detector names, as detect.detectors (default: its "
+        "default).")] = "",
     as_json: JsonOption = False,
 ) -> None:
     """Run fault scenarios through the real pipeline and score detection and root cause."""
@@ -69,7 +70,10 @@ def bench_diagnosis(
     from vigil.diagnosis.registry import DETECTORS
     from vigil.ui.bench_diagnosis import BenchPlan, run_benchmark
 
-    names = tuple(name.strip() for name in detectors.split(",") if name.strip())
+    from vigil.settings import DetectSettings
+
+    names = tuple(name.strip() for name in detectors.split(",") if name.strip()) or tuple(
+        DetectSettings().detectors)
     unknown = [name for name in names if name not in DETECTORS]
     if unknown or not names:
         fail(f"--detectors: unknown {unknown or 'none given'}; known: {', '.join(DETECTORS)}")

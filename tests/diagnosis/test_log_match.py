@@ -50,3 +50,11 @@ def test_a_batch_scan_finds_what_line_by_line_matching_finds(library: FaultLibra
 def test_a_literal_must_be_one_line() -> None:
     with pytest.raises(ValidationError, match="one line"):
         mode("t.bad", "Xid\n79", r"Xid")
+
+
+def test_lines_of_one_shape_are_still_told_apart_by_their_digits() -> None:
+    # "Xid 79" and "Xid 48" have the same shape (digits made 0); only one holds the literal
+    matcher = LogMatcher(FaultLibrary([mode("t.79", "Xid 79", r"Xid 79\b")]))
+    texts = ["NVRM: Xid 48 at 10", "NVRM: Xid 79 at 11", "NVRM: Xid 48 at 12", "Xid 79"]
+    assert [(i, m.id) for i, m, _ in matcher.scan(texts)] == [(1, "t.79"), (3, "t.79")]
+    assert [(i, m.id) for i, m, _ in matcher.scan(texts[::-1])] == [(0, "t.79"), (2, "t.79")]
