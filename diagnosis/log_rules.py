@@ -33,15 +33,19 @@ class LogRuleDetector:
         self._gpu_by_pci: dict[str, dict[str, str]] = defaultdict(dict)
         self._table: SeriesTable | None = None
         self._read = np.zeros(0, dtype=bool)  # per series id: its labels have been read
+        self._unread = False  # some series of the table may not have been read
 
     def observe_metrics(self, frame: MetricFrame, now: float) -> list[Alert]:
         # Labels belong to series, not samples: read each series once, when first seen.
         table = frame.table
         if table is not self._table:
-            self._table, self._read = table, np.zeros(0, dtype=bool)
+            self._table, self._read, self._unread = table, np.zeros(0, dtype=bool), True
         if len(self._read) < len(table):
             self._read = np.concatenate(
                 [self._read, np.zeros(len(table) - len(self._read), dtype=bool)])
+            self._unread = True
+        if not self._unread:  # the usual case once a cluster has been seen: nothing to learn
+            return []
         seen = np.unique(frame.series)
         for sid in seen[~self._read[seen]].tolist():
             labels = table.labels[sid]
@@ -49,6 +53,7 @@ class LogRuleDetector:
             if pci and gpu is not None:
                 self._gpu_by_pci[table.hosts[sid]][pci_key(pci)] = gpu
         self._read[seen] = True
+        self._unread = not self._read.all()
         return []
 
     def observe_logs(self, batch: LogBatch, now: float) -> list[Alert]:
