@@ -20,14 +20,16 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from vigil.diagnosis.library import FaultLibrary, FaultMode, MetricSignal
 from vigil.topology.identity import ENTITY_ATTR, EntityResolver
 
-from vigil.frames import MetricFrame, SeriesTable
+from vigil.frames import Floats, MetricFrame, SeriesTable
 from vigil.otlp import MetricSample
 from vigil.records import Alert
 
 _Rule = tuple[FaultMode, MetricSignal]
+Bools = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -47,6 +49,12 @@ class MetricRuleDetector:
     """
 
     name = "metric_rules"
+    # per-series arrays, indexed by series id (see _reset)
+    _floor: Floats
+    _ceiling: Floats
+    _counts: Bools
+    _last: Floats
+    _active: Bools
 
     def __init__(self, library: FaultLibrary) -> None:
         self._by_metric: dict[str, list[_Rule]] = {}
@@ -54,15 +62,8 @@ class MetricRuleDetector:
             for signal in mode.signals.metrics:
                 if signal.condition != "peer_outlier":
                     self._by_metric.setdefault(signal.metric, []).append((mode, signal))
-        self._table: SeriesTable | None = None
-        self._rules: list[list[_Rule]] = []  # per series id
-        self._states: dict[int, list[_State]] = {}  # per series id with rules, per rule
-        self._floor = np.zeros(0)  # per series: a value above this may hold an `above`
-        self._ceiling = np.zeros(0)  # ... below this may hold a `below`
-        self._counts = np.zeros(0, dtype=bool)  # ... has an `increase` rule
-        self._last = np.zeros(0)  # ... last value seen
-        self._active = np.zeros(0, dtype=bool)  # ... a condition is in progress
         self._resolver = EntityResolver()
+        self._reset(None)
 
     def observe_logs(self, batch: object, now: float) -> list[Alert]:
         return []
@@ -72,11 +73,12 @@ class MetricRuleDetector:
         if not len(frame):
             return []
         sids, values = frame.series, frame.values
-        previous = _previous_values(sids, values, self._last)
+        counted = self._counts[sids]
         with np.errstate(invalid="ignore"):
             look = ((values > self._floor[sids]) | (values < self._ceiling[sids])
-                    | ~np.isfinite(values) | self._active[sids]
-                    | (self._counts[sids] & (values != previous)))
+                    | ~np.isfinite(values) | self._active[sids])
+            if counted.any():  # only counters need the value each row had before it
+                look |= counted & (values != _previous_values(sids, values, self._last))
         self._last[sids] = values
         alerts: list[Alert] = []
         times = frame.times
@@ -121,11 +123,16 @@ class MetricRuleDetector:
                 elif signal.condition == "increase":
                     self._counts[sid] = True
 
-    def _reset(self, table: SeriesTable) -> None:
-        self._table, self._rules, self._states = table, [], {}
-        self._floor, self._ceiling = np.zeros(0), np.zeros(0)
-        self._counts, self._last = np.zeros(0, dtype=bool), np.zeros(0)
-        self._active = np.zeros(0, dtype=bool)
+    def _reset(self, table: SeriesTable | None) -> None:
+        """Forget every series: they are numbered afresh in `table`."""
+        self._table = table
+        self._rules: list[list[_Rule]] = []  # per series id
+        self._states: dict[int, list[_State]] = {}  # per series id with rules, per rule
+        self._floor = np.zeros(0)  # per series: a value above this may hold an `above`
+        self._ceiling = np.zeros(0)  # ... below this may hold a `below`
+        self._counts = np.zeros(0, dtype=bool)  # ... has an `increase` rule
+        self._last = np.zeros(0)  # ... last value seen
+        self._active = np.zeros(0, dtype=bool)  # ... a condition is in progress
 
     def _alert(self, mode: FaultMode, signal: MetricSignal, sample: MetricSample, host: str,
                onset: float, now: float) -> Alert:

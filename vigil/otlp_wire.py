@@ -39,6 +39,8 @@ _DOUBLE: Final = struct.Struct("<d").unpack_from
 _TIME_VALUE: Final = struct.Struct("<xQxd").unpack_from  # 0x19 time, 0x21 value
 _SKIP_POINT: Final = -1  # cache entry of a point to drop (staleness marker)
 _CACHE_LIMIT: Final = 200_000  # encoded label sets remembered; cleared when passed
+# What walking a damaged payload raises (it reads past an end, or bytes that are no UTF-8).
+_MALFORMED: Final = (IndexError, struct.error, UnicodeDecodeError, DecodeError)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -117,9 +119,7 @@ class MetricsDecoder:
     def decode(self, payload: bytes) -> MetricFrame:
         try:
             return self._decode(bytes(payload))
-        except CodecError:
-            raise
-        except (IndexError, struct.error, UnicodeDecodeError, DecodeError) as exc:
+        except _MALFORMED as exc:
             raise CodecError(f"payload is not OTLP protobuf metrics: {exc}") from exc
 
     def _decode(self, buf: bytes) -> MetricFrame:
@@ -332,9 +332,7 @@ class LogsDecoder:
     def decode(self, payload: bytes) -> list[LogBatch]:
         try:
             return self._decode(bytes(payload))
-        except CodecError:
-            raise
-        except (IndexError, struct.error, UnicodeDecodeError, DecodeError) as exc:
+        except _MALFORMED as exc:
             raise CodecError(f"payload is not OTLP protobuf logs: {exc}") from exc
 
     def _decode(self, buf: bytes) -> list[LogBatch]:
